@@ -1,0 +1,197 @@
+"""The Faust app: topics, the match table and the agents that wire pure functions to them.
+
+``raw-fetches`` → normalise → ``match-updates`` → detect (table ``matches``) →
+``match-deltas`` + ``match-snapshots`` → sinks (Redis, Postgres).
+
+Exactly one delta per real change: the detect agent sends a batch's deltas and
+waits for the broker to acknowledge them *before* it records the new state in
+the table. A crash in between can only make a restarted worker emit the same
+(match id, seq) again, which every consumer drops; it can never lose a delta.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.types import EventT
+
+from pipeline.diff import MatchState, diff
+from pipeline.normalise import normalise
+from pipeline.settings import Settings
+from pipeline.transport import App
+from tables import codec, topics
+from tables.records import RECORD_VERSION, DeadLetter, Delta, Match
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def event_context(event: EventT) -> Iterator[None]:
+    """Make ``event`` the current event, so table reads and writes use its partition."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def dead_letter(stage: str, reason: str, error_type: str, body: bytes | str, **fields: Any) -> DeadLetter:
+    text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else body
+    return DeadLetter(
+        version=RECORD_VERSION, stage=stage, reason=reason, error_type=error_type,
+        provider=fields.get("provider"), sport=fields.get("sport"),
+        endpoint=fields.get("endpoint"), body=text, ts=time.time(),
+    )
+
+
+class Pipeline:
+    """The topics, table and agents of one Faust app, built from settings."""
+
+    def __init__(self, settings: Settings, *, sinks: bool = True, poll: bool = True) -> None:
+        self.settings = settings
+        s = settings
+        store = "memory://" if s.store == "memory" else "rocksdb://"
+        self.app = App(
+            s.faust_id,
+            broker=s.kafka_url,
+            store=store,
+            datadir=str(Path(s.data_dir) / "worker"),
+            topic_partitions=s.partitions,
+            topic_replication_factor=1,
+            processing_guarantee="at_least_once",
+            web_enabled=False,
+            broker_session_timeout=10,
+            broker_rebalance_timeout=10,
+            broker_heartbeat_interval=1,
+            broker_commit_every=1000,
+            broker_commit_interval=1.0,
+            consumer_auto_offset_reset="earliest",
+            stream_buffer_maxsize=4096,
+            producer_acks=-1,
+            producer_linger=0.002,
+            table_cleanup_interval=60.0,
+        )
+        self.app.fetch_wait_ms = s.fetch_wait_ms
+        app = self.app
+
+        def topic(name: str, **kw: Any) -> faust.TopicT:
+            return app.topic(
+                s.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw",
+                value_serializer="raw", partitions=s.partitions,
+                config=topics.TOPIC_CONFIG.get(name), **kw,
+            )
+
+        self.raw_fetches = topic(topics.RAW_FETCHES)
+        self.match_updates = topic(topics.MATCH_UPDATES)
+        self.match_deltas = topic(topics.MATCH_DELTAS)
+        self.match_snapshots = topic(topics.MATCH_SNAPSHOTS)
+        self.dead_letters = topic(topics.DEAD_LETTERS)
+        self.matches = app.Table(
+            "matches", partitions=s.partitions, key_type=bytes, value_type=bytes,
+            key_serializer="raw", value_serializer="raw", use_partitioner=True,
+        )
+        self.counters: dict[str, int] = {"raw": 0, "updates": 0, "deltas": 0, "dead": 0, "skipped": 0}
+
+        app.agent(self.raw_fetches, name="normalise")(self._normalise_agent)
+        app.agent(self.match_updates, name="detect")(self._detect_agent)
+        if sinks:
+            from pipeline.stores import Stores
+
+            self.stores = Stores(settings)
+            app.add_service(self.stores)
+            app.agent(self.match_snapshots, name="snapshot-sink")(self._snapshot_sink)
+            app.agent(self.match_deltas, name="delta-sink")(self._delta_sink)
+        if poll:
+            from pipeline.poller import Poller
+
+            self.poller = Poller(settings, self)
+            app.add_service(self.poller)
+
+    # -- agents -------------------------------------------------------------
+
+    async def _normalise_agent(self, stream: faust.StreamT[bytes]) -> None:
+        async for value in stream:
+            self.counters["raw"] += 1
+            await self.handle_raw(value)
+
+    async def handle_raw(self, value: bytes) -> None:
+        try:
+            raw = codec.loads(value)
+            if not isinstance(raw, dict):
+                raise TypeError("raw fetch is not a JSON object")
+        except (codec.DecodeError, TypeError) as exc:
+            self.counters["dead"] += 1
+            await self.dead_letters.send(value=codec.dumps(
+                dead_letter("decode", str(exc), type(exc).__name__, value)))
+            return
+        result = normalise(raw)  # type: ignore[arg-type]
+        for match in result.matches:
+            self.counters["updates"] += 1
+            await self.match_updates.send(key=match["id"].encode(), value=codec.dumps(match))
+        for error in result.errors:
+            self.counters["dead"] += 1
+            await self.dead_letters.send(value=codec.dumps(error.to_dead_letter(raw)))
+
+    async def _detect_agent(self, stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(500, within=0.005):
+            await self.detect_batch(events)
+
+    async def detect_batch(self, events: list[EventT]) -> None:
+        now = time.time()
+        states: dict[bytes, tuple[EventT, MatchState]] = {}
+        pending = []
+        for event in events:
+            key: bytes = event.key
+            try:
+                match: Match = codec.loads(event.value)
+            except codec.DecodeError as exc:
+                await self.dead_letters.send(value=codec.dumps(
+                    dead_letter("detect", str(exc), "DecodeError", event.value)))
+                continue
+            if key in states:
+                prev: MatchState | None = states[key][1]
+            else:
+                with event_context(event):
+                    stored = self.matches.get(key)
+                prev = codec.loads(stored) if stored is not None else None
+            result = diff(prev, match, now=now)
+            if result.delta is None or result.state is None:
+                self.counters["skipped"] += 1
+                continue
+            states[key] = (event, result.state)
+            pending.append(await self.match_deltas.send(key=key, value=codec.dumps(result.delta)))
+            await self.match_snapshots.send(key=key, value=codec.dumps(result.state["snapshot"]))
+            self.counters["deltas"] += 1
+        for fut in pending:
+            await fut  # the delta is on the broker before the table moves on
+        for key, (event, state) in states.items():
+            with event_context(event):
+                self.matches[key] = codec.dumps(state)
+
+    async def _snapshot_sink(self, stream: faust.StreamT[bytes]) -> None:
+        from pipeline.sinks import write_with_retry
+
+        async for values in stream.take(500, within=0.05):
+            snapshots = [codec.loads(v) for v in values]
+            await write_with_retry("redis", lambda: self.stores.redis_snapshots.write(snapshots))
+            await write_with_retry(
+                "postgres", lambda: self.stores.history.write_snapshots(snapshots))
+
+    async def _delta_sink(self, stream: faust.StreamT[bytes]) -> None:
+        from pipeline.sinks import write_with_retry
+
+        async for values in stream.take(500, within=0.05):
+            deltas: list[Delta] = [codec.loads(v) for v in values]
+            await write_with_retry("postgres", lambda: self.stores.history.write_deltas(deltas))
+
+
+def create_app(settings: Settings, **kwargs: Any) -> Pipeline:
+    return Pipeline(settings, **kwargs)

@@ -1,0 +1,150 @@
+"""``bts-guru``: one console script for every process.
+
+Bad arguments or settings print a message naming the bad value and exit with
+status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from pipeline.settings import Settings, SettingsError
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0 and at most 100000")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"{text!r} must be from 1 to 16")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bts-guru", description="BTS Guru real-time sports data proxy")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="run everything on this machine with embedded servers")
+    dev.add_argument("--edge-port", type=_port, default=8000, help="first edge HTTP port (default 8000)")
+    dev.add_argument("--sim-port", type=_port, default=0, help="simulator port (default: a free one)")
+    dev.add_argument("--speed", type=_positive_float, default=60.0, help="simulated seconds per real second")
+    dev.add_argument("--seed", type=_seed, default=7, help="seed of the simulated day")
+    dev.add_argument("--workers", type=_count, default=1, help="number of worker processes")
+    dev.add_argument("--edges", type=_count, default=1, help="number of edge processes")
+    dev.add_argument("--data-dir", default=None, help="where Redis, Postgres and workers keep data (default .bts-data)")
+    dev.add_argument("--text-logs", action="store_true", help="human-readable logs")
+
+    sub.add_parser("worker", help="a Faust worker: pollers, agents, sinks")
+
+    edge = sub.add_parser("edge", help="the Starlette edge on uvicorn")
+    edge.add_argument("--host", default=None)
+    edge.add_argument("--port", type=_port, default=None)
+
+    sim = sub.add_parser("simulate", help="the provider simulator as an HTTP server")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=_port, default=8800)
+    sim.add_argument("--seed", type=_seed, default=7)
+    sim.add_argument("--speed", type=_positive_float, default=1.0)
+    sim.add_argument("--plan", choices=["free", "pro", "ultra", "mega"], default="pro")
+
+    sub.add_parser("migrate", help="apply the Postgres schema")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"bts-guru: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if args.command == "dev":
+        from pipeline.dev import run_dev
+
+        return run_dev(args, settings)
+    if args.command == "worker":
+        return run_worker(settings)
+    if args.command == "edge":
+        return run_edge(settings, args.host, args.port)
+    if args.command == "simulate":
+        from pipeline.simulator.server import run
+
+        run(args.host, args.port, seed=args.seed, speed=args.speed, plan=args.plan)
+        return 0
+    if args.command == "migrate":
+        from tables.migrate import migrate_url
+
+        applied = asyncio.run(migrate_url(settings.database_url, settings.db_schema))
+        print("applied: " + (", ".join(applied) if applied else "nothing, schema is current"))
+        return 0
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+def run_worker(settings: Settings) -> int:
+    import faust
+
+    from pipeline.app import create_app
+
+    pipeline = create_app(settings)
+    worker = faust.Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def run_edge(settings: Settings, host: str | None, port: int | None) -> int:
+    import uvicorn
+
+    from web.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.edge_host,
+        port=port if port is not None else settings.edge_port,
+        log_level=settings.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        ws_max_size=64 * 1024,
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Settings, read once per process from the environment.
+
+Every process (worker, edge, simulator, dev) builds one :class:`Settings` with
+:meth:`Settings.from_env` at start-up and hands it on; nothing else reads
+``os.environ``. A malformed value raises :class:`SettingsError` naming the
+variable, so the CLI can print it and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; ``name`` is the environment variable."""
+
+    def __init__(self, name: str, value: str, expected: str) -> None:
+        super().__init__(f"{name}={value!r} is not valid: expected {expected}")
+        self.name = name
+        self.value = value
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if not value:
+        return ""
+    parsed = urlparse(value)
+    if parsed.scheme not in schemes or not (parsed.hostname or parsed.path):
+        raise SettingsError(name, value, f"a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    try:
+        parsed.port
+    except ValueError:
+        raise SettingsError(name, value, "a URL with a numeric port") from None
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(name, raw, f"an integer from {lo} to {hi}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(name, raw, f"an integer from {lo} to {hi}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(name, raw, f"a number from {lo} to {hi}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(name, raw, f"a number from {lo} to {hi}")
+    return value
+
+
+def _name(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not _NAME_RE.match(raw):
+        raise SettingsError(name, raw, "1-64 characters of letters, digits, '.', '_' or '-'")
+    return raw
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise SettingsError(name, raw, "one of " + ", ".join(choices))
+    return raw
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(name, raw, "true or false")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to know about its surroundings."""
+
+    kafka_url: str = "kafka://127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    #: Prefix of every topic, Faust app id and consumer group, so that runs never mix.
+    topic_prefix: str = ""
+    #: Prefix of every Redis key.
+    redis_prefix: str = "bts:"
+    #: Postgres schema that holds the tables.
+    db_schema: str = "public"
+    app_id: str = "bts-guru"
+    partitions: int = 8
+    #: How long the broker may hold a fetch when no data is ready (ms).
+    fetch_wait_ms: int = 10
+    edge_host: str = "127.0.0.1"
+    edge_port: int = 8000
+    worker_web_port: int = 6066
+    #: Provider API base URL; empty means the real RapidAPI hosts.
+    provider_url: str = ""
+    provider_mode: str = "rapidapi"
+    apifootball_key: str = ""
+    apibasketball_key: str = ""
+    apihockey_key: str = ""
+    #: Seconds between aggregated live polls (real time).
+    poll_interval: float = 15.0
+    store: str = "rocksdb"
+    data_dir: str = ".bts-data"
+    log_format: str = "json"
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        e = os.environ if env is None else env
+        values: dict[str, Any] = dict(
+            kafka_url=_url(e, "KAFKA_URL", ("kafka",), cls.kafka_url),
+            redis_url=_url(e, "REDIS_URL", ("redis", "rediss", "unix"), cls.redis_url),
+            database_url=_url(e, "DATABASE_URL", ("postgresql", "postgres"), cls.database_url),
+            topic_prefix=_name(e, "BTS_TOPIC_PREFIX", "") if e.get("BTS_TOPIC_PREFIX") else "",
+            redis_prefix=e.get("BTS_REDIS_PREFIX", cls.redis_prefix) or cls.redis_prefix,
+            db_schema=_name(e, "BTS_DB_SCHEMA", cls.db_schema),
+            app_id=_name(e, "BTS_APP_ID", cls.app_id),
+            partitions=_int(e, "BTS_PARTITIONS", cls.partitions, 1, 1024),
+            fetch_wait_ms=_int(e, "KAFKA_FETCH_WAIT_MS", cls.fetch_wait_ms, 0, 60_000),
+            edge_host=e.get("EDGE_HOST", cls.edge_host) or cls.edge_host,
+            edge_port=_int(e, "EDGE_PORT", cls.edge_port, 0, 65535),
+            worker_web_port=_int(e, "WORKER_WEB_PORT", cls.worker_web_port, 0, 65535),
+            provider_url=_url(e, "PROVIDER_URL", ("http", "https"), ""),
+            provider_mode=_choice(e, "PROVIDER_MODE", cls.provider_mode, ("rapidapi", "direct")),
+            apifootball_key=e.get("APIFOOTBALL_KEY", ""),
+            apibasketball_key=e.get("APIBASKETBALL_KEY", ""),
+            apihockey_key=e.get("APIHOCKEY_KEY", ""),
+            poll_interval=_float(e, "POLL_INTERVAL", cls.poll_interval, 0.05, 86_400),
+            store=_choice(e, "BTS_STORE", cls.store, ("rocksdb", "memory")),
+            data_dir=e.get("BTS_DATA_DIR", cls.data_dir) or cls.data_dir,
+            log_format=_choice(e, "LOG_FORMAT", cls.log_format, ("json", "text")),
+            log_level=_choice(e, "LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")),
+        )
+        if "RAPIDAPI_KEY" in e and not values["apifootball_key"]:
+            values["apifootball_key"] = e["RAPIDAPI_KEY"]
+        values.update(overrides)
+        return cls(**values)
+
+    def topic(self, name: str) -> str:
+        """The broker-side name of a logical topic (``match-deltas`` → ``{prefix}match-deltas``)."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def faust_id(self) -> str:
+        return f"{self.topic_prefix}{self.app_id}"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """``host:port[,host:port]`` for plain Kafka clients (aiokafka, kafka-python)."""
+        return ",".join(
+            part.split("://", 1)[-1] for part in self.kafka_url.split(";") if part
+        )
+
+    def env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        return {
+            "KAFKA_URL": self.kafka_url,
+            "REDIS_URL": self.redis_url,
+            "DATABASE_URL": self.database_url,
+            "BTS_TOPIC_PREFIX": self.topic_prefix,
+            "BTS_REDIS_PREFIX": self.redis_prefix,
+            "BTS_DB_SCHEMA": self.db_schema,
+            "BTS_APP_ID": self.app_id,
+            "BTS_PARTITIONS": str(self.partitions),
+            "KAFKA_FETCH_WAIT_MS": str(self.fetch_wait_ms),
+            "EDGE_HOST": self.edge_host,
+            "EDGE_PORT": str(self.edge_port),
+            "WORKER_WEB_PORT": str(self.worker_web_port),
+            "PROVIDER_URL": self.provider_url,
+            "PROVIDER_MODE": self.provider_mode,
+            "APIFOOTBALL_KEY": self.apifootball_key,
+            "APIBASKETBALL_KEY": self.apibasketball_key,
+            "APIHOCKEY_KEY": self.apihockey_key,
+            "POLL_INTERVAL": str(self.poll_interval),
+            "BTS_STORE": self.store,
+            "BTS_DATA_DIR": self.data_dir,
+            "LOG_FORMAT": self.log_format,
+            "LOG_LEVEL": self.log_level,
+        }

@@ -1,0 +1,197 @@
+"""Sinks: the current snapshot in Redis, snapshots and delta history in Postgres.
+
+Each write is idempotent by (match id, seq): Redis keeps a snapshot only when
+its seq is higher than the one stored, Postgres upserts ``matches`` only for a
+higher seq and ignores a ``match_deltas`` row it already has. A sink that
+cannot write waits and retries with backoff (:func:`write_with_retry`), so the
+agent that calls it does not ack its records, and the consumer does not commit
+their offsets, until the write has succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tables import codec
+from tables.migrate import quote_ident
+from tables.records import IN_PLAY_PHASES, Delta, Match
+from tables.redis_keys import TTL_BY_PHASE, RedisKeys
+
+log = logging.getLogger(__name__)
+
+#: KEYS[1] match key, KEYS[2] live set of the sport, KEYS[3] league zset,
+#: KEYS[4] day zset, KEYS[5] sport zset.
+#: ARGV: seq, phase, json, ttl (0 = none), in_play (0/1), match id, start (epoch).
+_STORE_SNAPSHOT = """
+local current = redis.call('HGET', KEYS[1], 'seq')
+if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'phase', ARGV[2], 'json', ARGV[3])
+if tonumber(ARGV[4]) > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+else
+  redis.call('PERSIST', KEYS[1])
+end
+if ARGV[5] == '1' then
+  redis.call('SADD', KEYS[2], ARGV[6])
+else
+  redis.call('SREM', KEYS[2], ARGV[6])
+end
+redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6])
+redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
+redis.call('ZADD', KEYS[5], ARGV[7], ARGV[6])
+return 1
+"""
+
+
+class SinkUnavailable(Exception):
+    """A store could not take a write; the caller retries after ``retry_after``."""
+
+    def __init__(self, store: str, cause: BaseException, retry_after: float = 0.0) -> None:
+        super().__init__(f"{store} unavailable: {cause!r}")
+        self.store = store
+        self.cause = cause
+        self.retry_after = retry_after
+
+
+def start_epoch(match: Match) -> float:
+    return parse_time(match["start_time"]).timestamp()
+
+
+def parse_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class RedisSnapshots:
+    """Current snapshots and their indexes in Redis (see :mod:`tables.redis_keys`)."""
+
+    def __init__(self, client: aioredis.Redis, keys: RedisKeys) -> None:
+        self.client = client
+        self.keys = keys
+        self._script = client.register_script(_STORE_SNAPSHOT)
+
+    async def write(self, snapshots: Sequence[Match]) -> int:
+        """Store each snapshot unless Redis already has a newer one; returns how many were stored."""
+        if not snapshots:
+            return 0
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for m in snapshots:
+                    phase = m["status"]["phase"]
+                    start = start_epoch(m)
+                    day = m["start_time"][:10]
+                    await self._script(
+                        keys=[
+                            self.keys.match(m["id"]),
+                            self.keys.live(m["sport"]),
+                            self.keys.league(m["sport"], m["league"]["id"]),
+                            self.keys.day(day),
+                            self.keys.sport(m["sport"]),
+                        ],
+                        args=[
+                            m["seq"], phase, codec.dumps(m), TTL_BY_PHASE.get(phase) or 0,
+                            "1" if phase in IN_PLAY_PHASES else "0", m["id"], start,
+                        ],
+                        client=pipe,
+                    )
+                results = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise SinkUnavailable("redis", exc, 1.0) from exc
+        return sum(1 for r in results if r == 1)
+
+
+class PostgresHistory:
+    """``matches`` (current snapshot) and ``match_deltas`` (history) in Postgres."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self.pool = pool
+        s = quote_ident(schema)
+        self._upsert = (
+            f"INSERT INTO {s}.matches (id, sport, league_id, phase, start_time, seq, snapshot, updated_at)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+            " $5::timestamptz[], $6::bigint[], $7::jsonb[], $8::timestamptz[])"
+            " ON CONFLICT (id) DO UPDATE SET sport = EXCLUDED.sport, league_id = EXCLUDED.league_id,"
+            " phase = EXCLUDED.phase, start_time = EXCLUDED.start_time, seq = EXCLUDED.seq,"
+            " snapshot = EXCLUDED.snapshot, updated_at = EXCLUDED.updated_at"
+            f" WHERE {s}.matches.seq < EXCLUDED.seq"
+        )
+        self._append = (
+            f"INSERT INTO {s}.match_deltas (match_id, seq, ts, kinds, delta)"
+            " SELECT m, q, t, string_to_array(k, ','), d::jsonb FROM unnest($1::text[], $2::bigint[],"
+            " $3::timestamptz[], $4::text[], $5::text[]) AS u(m, q, t, k, d)"
+            " ON CONFLICT (match_id, seq) DO NOTHING"
+        )
+
+    async def write_snapshots(self, snapshots: Sequence[Match]) -> None:
+        latest: dict[str, Match] = {}
+        for m in snapshots:
+            if m["id"] not in latest or latest[m["id"]]["seq"] < m["seq"]:
+                latest[m["id"]] = m
+        if not latest:
+            return
+        rows = list(latest.values())
+        utc = dt.timezone.utc
+        await self._execute(
+            self._upsert,
+            [m["id"] for m in rows],
+            [m["sport"] for m in rows],
+            [m["league"]["id"] for m in rows],
+            [m["status"]["phase"] for m in rows],
+            [parse_time(m["start_time"]) for m in rows],
+            [m["seq"] for m in rows],
+            [codec.dumps_str(m) for m in rows],
+            [dt.datetime.fromtimestamp(m["updated_at"], utc) for m in rows],
+        )
+
+    async def write_deltas(self, deltas: Sequence[Delta]) -> None:
+        unique: dict[tuple[str, int], Delta] = {(d["match_id"], d["seq"]): d for d in deltas}
+        if not unique:
+            return
+        rows = list(unique.values())
+        utc = dt.timezone.utc
+        await self._execute(
+            self._append,
+            [d["match_id"] for d in rows],
+            [d["seq"] for d in rows],
+            [dt.datetime.fromtimestamp(d["ts"], utc) for d in rows],
+            [",".join(d["kinds"]) for d in rows],
+            [codec.dumps_str(d) for d in rows],
+        )
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        try:
+            async with self.pool.acquire() as conn:
+                await conn.execute(sql, *args)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.CannotConnectNowError, asyncio.TimeoutError) as exc:
+            raise SinkUnavailable("postgres", exc, 1.0) from exc
+
+
+async def write_with_retry(
+    name: str,
+    write: Callable[[], Awaitable[Any]],
+    *,
+    base: float = 0.2,
+    cap: float = 5.0,
+    on_retry: Callable[[int, SinkUnavailable], None] | None = None,
+) -> Any:
+    """Call ``write`` until it succeeds, sleeping with capped exponential backoff and full jitter."""
+    attempt = 0
+    while True:
+        try:
+            return await write()
+        except SinkUnavailable as exc:
+            attempt += 1
+            if on_retry is not None:
+                on_retry(attempt, exc)
+            delay = random.uniform(0, min(cap, base * 2**attempt))
+            log.warning("sink %s retrying in %.2fs (attempt %d): %s", name, delay, attempt, exc)
+            await asyncio.sleep(max(delay, exc.retry_after * 0.5))

@@ -1,0 +1,1 @@
+"""Where state is defined: records, channels, Redis keys, the Postgres schema."""

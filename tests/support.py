@@ -1,0 +1,83 @@
+"""Helpers for tests that run BTS Guru processes for real."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from pipeline import embedded
+from pipeline.settings import Settings
+
+
+class Proc:
+    """A ``bts-guru`` child process whose output goes to a log file."""
+
+    def __init__(self, name: str, args: list[str], settings: Settings, log_dir: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.name = name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{name}.log"
+        env = {**os.environ, **settings.env(), **(extra_env or {})}
+        self._out = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *args], env=env, stdout=self._out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        self._out.close()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+async def wait_http(url: str, proc: Proc | None = None, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if proc is not None and not proc.alive():
+                raise AssertionError(f"{proc.name} died:\n{proc.log()[-3000:]}")
+            try:
+                await client.get(url, timeout=1)
+                return
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+@contextlib.contextmanager
+def processes(*procs: Proc) -> Iterator[tuple[Proc, ...]]:
+    try:
+        yield procs
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+def free_port() -> int:
+    return embedded.free_port()

@@ -1,0 +1,48 @@
+from web.hub import RESET, Entry, Hub, Subscriber
+
+
+def entry(n: int, match: str = "football-apifootball-1", league: str = "39") -> Entry:
+    return Entry(0, n, match, n, ("sport.football", f"league.football.{league}", f"match.{match}"),
+                 b'{"seq":%d}' % n, f"1.{n + 1}")
+
+
+def test_each_subscriber_gets_a_delta_once_even_on_several_channels():
+    hub = Hub()
+    a = Subscriber({"sport.football", "match.football-apifootball-1"})
+    b = Subscriber({"league.football.40"})
+    hub.add(a)
+    hub.add(b)
+    assert hub.publish(entry(1)) == 1
+    assert a.queue.qsize() == 1 and b.queue.qsize() == 0
+
+
+def test_frames_are_encoded_once_and_shared():
+    e = entry(3)
+    assert e.sse() is e.sse()
+    assert e.sse().startswith(b"id: 1.4\nevent: delta\ndata: {")
+    assert e.ws() is e.ws()
+
+
+def test_a_slow_subscriber_is_reset_and_never_blocks_the_others():
+    hub = Hub()
+    slow = Subscriber({"sport.football"}, maxsize=5)
+    fast = Subscriber({"sport.football"}, maxsize=100)
+    hub.add(slow)
+    hub.add(fast)
+    for n in range(1, 21):
+        hub.publish(entry(n))
+        fast.queue.get_nowait()
+    items = [slow.queue.get_nowait() for _ in range(slow.queue.qsize())]
+    assert RESET in items
+    assert slow.resets >= 1
+    assert len(items) <= 6
+
+
+def test_remove_unsubscribes_everything():
+    hub = Hub()
+    s = Subscriber({"sport.football", "match.football-apifootball-1"})
+    hub.add(s)
+    assert hub.watch_counts() == {"football-apifootball-1": 1}
+    hub.remove(s)
+    assert hub.publish(entry(1)) == 0
+    assert hub.watch_counts() == {}

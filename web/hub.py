@@ -1,0 +1,152 @@
+"""The hub: channels, subscribers and the fan-out of deltas.
+
+A delta is encoded once (:class:`Entry` caches its SSE and WebSocket frames);
+every subscriber of any of its channels gets the same bytes. Each subscriber
+has a bounded queue. Slow-client policy (``reset``): when a subscriber's queue
+is full, its backlog is dropped and it is sent ``reset`` followed by fresh
+snapshots of its channels, so one slow client never delays the others and never
+silently misses a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tables import codec
+
+#: Sentinel put in a queue to tell the subscriber its backlog was dropped.
+RESET = object()
+#: Sentinel put in a queue to close the subscriber.
+CLOSE = object()
+
+_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One delta as read from the topic, with its position and cached frames."""
+
+    partition: int
+    offset: int
+    match_id: str
+    seq: int
+    channels: tuple[str, ...]
+    data: bytes  # the delta, JSON
+    cursor: str
+    _sse: bytes | None = None
+    _ws: str | None = None
+
+    def sse(self) -> bytes:
+        if self._sse is None:
+            self._sse = b"id: " + self.cursor.encode() + b"\nevent: delta\ndata: " + self.data + b"\n\n"
+        return self._sse
+
+    def ws(self) -> str:
+        if self._ws is None:
+            self._ws = (
+                '{"type":"delta","cursor":"' + self.cursor + '","data":' + self.data.decode() + "}"
+            )
+        return self._ws
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One client connection's view of the hub."""
+
+    channels: set[str]
+    maxsize: int = 1000
+    transport: str = "sse"
+    id: int = field(default_factory=lambda: next(_ids))
+    queue: asyncio.Queue[Any] = field(init=False)
+    resets: int = 0
+    #: per partition, the first offset this client has not seen (set on resume)
+    floor: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(self.maxsize + 2)
+
+    def offer(self, item: Any) -> None:
+        if self.queue.qsize() >= self.maxsize:
+            self._drop_backlog()
+            return
+        self.queue.put_nowait(item)
+
+    def _drop_backlog(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.resets += 1
+        self.queue.put_nowait(RESET)
+
+    def close(self) -> None:
+        while self.queue.qsize() > self.maxsize:
+            self.queue.get_nowait()
+        self.queue.put_nowait(CLOSE)
+
+
+class Hub:
+    """Owns subscriptions; :meth:`publish` hands an entry to every interested subscriber."""
+
+    def __init__(self) -> None:
+        self._by_channel: dict[str, set[Subscriber]] = {}
+        self.subscribers: set[Subscriber] = set()
+        self.published = 0
+        self.delivered = 0
+
+    def add(self, sub: Subscriber) -> None:
+        self.subscribers.add(sub)
+        for ch in sub.channels:
+            self._by_channel.setdefault(ch, set()).add(sub)
+
+    def subscribe(self, sub: Subscriber, channels: Iterable[str]) -> None:
+        for ch in channels:
+            sub.channels.add(ch)
+            self._by_channel.setdefault(ch, set()).add(sub)
+
+    def unsubscribe(self, sub: Subscriber, channels: Iterable[str]) -> None:
+        for ch in channels:
+            sub.channels.discard(ch)
+            subs = self._by_channel.get(ch)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_channel[ch]
+
+    def remove(self, sub: Subscriber) -> None:
+        self.unsubscribe(sub, list(sub.channels))
+        self.subscribers.discard(sub)
+
+    def publish(self, entry: Entry) -> int:
+        self.published += 1
+        chans = entry.channels
+        if len(chans) == 1:
+            targets: Iterable[Subscriber] = self._by_channel.get(chans[0], ())
+        else:
+            seen: set[Subscriber] = set()
+            for ch in chans:
+                subs = self._by_channel.get(ch)
+                if subs:
+                    seen |= subs
+            targets = seen
+        n = 0
+        for sub in targets:
+            sub.offer(entry)
+            n += 1
+        self.delivered += n
+        return n
+
+    def watch_counts(self) -> dict[str, int]:
+        """Subscribers per match id (``match.*`` and the private/presence variants)."""
+        counts: dict[str, int] = {}
+        for ch, subs in self._by_channel.items():
+            _, _, rest = ch.partition("match.")
+            if rest and (ch.startswith("match.") or ch.startswith(("private-match.", "presence-match."))):
+                counts[rest] = counts.get(rest, 0) + len(subs)
+        return counts
+
+
+def frame_json(kind: str, **fields: Any) -> str:
+    return codec.dumps_str({"type": kind, **fields})

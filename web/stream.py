@@ -1,0 +1,143 @@
+"""SSE: ``GET /v1/stream?channels=a,b``.
+
+Frames: ``event: delta | snapshot | reset``, ``data:`` JSON, ``id:`` the resume
+cursor (deltas), a ``:`` comment every 15 s and ``retry:``. ``Last-Event-ID``
+(header, or ``last_event_id`` for a first connection) replays exactly the deltas
+missed, in order, then continues live; when that history is gone the client gets
+``reset`` and fresh snapshots.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tables import codec
+from tables.channels import ChannelError, validate
+from web.cursor import Cursor, CursorError
+from web.errors import bad_param, error_response
+from web.feed import HistoryGone
+from web.hub import CLOSE, RESET, Entry, Subscriber
+
+log = logging.getLogger(__name__)
+
+MAX_CHANNELS = 50
+RETRY_MS = 2000
+
+
+def parse_channels(raw: str | None) -> list[str]:
+    if not raw:
+        raise bad_param("channels", "at least one channel is required")
+    chans = [c.strip() for c in raw.split(",") if c.strip()]
+    if not chans:
+        raise bad_param("channels", "at least one channel is required")
+    if len(chans) > MAX_CHANNELS:
+        raise bad_param("channels", f"at most {MAX_CHANNELS} channels")
+    for c in chans:
+        try:
+            validate(c)
+        except ChannelError as exc:
+            raise bad_param("channels", exc.reason + f" ({c[:80]!r})") from None
+    return list(dict.fromkeys(chans))
+
+
+class Resume:
+    """What a (re)connecting client gets before going live."""
+
+    def __init__(self, entries: list[Entry], reset: bool) -> None:
+        self.entries = entries
+        self.reset = reset
+
+
+async def prepare(edge: Any, sub: Subscriber, cursor_text: str | None) -> Resume:
+    """Register ``sub`` and work out what it missed, with no gap and no duplicate.
+
+    The subscriber joins the hub and the live position is taken in the same step,
+    so every later delta reaches its queue; everything before that position and
+    after the client's cursor is replayed from the window or from the topic.
+    """
+    feed = edge.feed
+    upto = list(feed.positions)
+    edge.hub.add(sub)
+    if cursor_text is None:
+        return Resume([], False)
+    try:
+        cursor = Cursor.decode(cursor_text)
+    except CursorError:
+        return Resume([], True)
+    if cursor.epoch != feed.epoch or len(cursor.offsets) != len(upto):
+        return Resume([], True)
+    sub.floor = list(cursor.offsets)
+    if feed.covers(cursor):
+        entries = feed.from_window(cursor, upto)
+    else:
+        try:
+            entries = await feed.history(cursor, upto)
+        except HistoryGone:
+            return Resume([], True)
+    return Resume([e for e in entries if sub.channels.intersection(e.channels)], False)
+
+
+def wanted(sub: Subscriber, entry: Entry) -> bool:
+    floor = sub.floor
+    return floor is None or entry.offset >= floor[entry.partition]
+
+
+async def stream(request: Request) -> Response:
+    edge = request.app.state.edge
+    try:
+        channels = parse_channels(request.query_params.get("channels"))
+    except Exception as exc:  # ApiError from parse_channels
+        return error_response(400, "bad_parameter", str(exc), param="channels")
+    snapshots = request.query_params.get("snapshots", "0") in ("1", "true", "yes")
+    cursor_text = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if cursor_text is not None and len(cursor_text) > 20_000:
+        return error_response(400, "bad_parameter", "last_event_id: too long", param="last_event_id")
+    await edge.feed.ready.wait()
+    sub = Subscriber(set(channels), maxsize=edge.queue_size, transport="sse")
+    resume = await prepare(edge, sub, cursor_text)
+
+    async def events() -> AsyncIterator[Any]:
+        try:
+            yield ServerSentEvent(comment="connected", retry=RETRY_MS)
+            if resume.reset:
+                yield await reset_frames(edge, sub)
+            elif snapshots and cursor_text is None:
+                yield await snapshot_frames(edge, sub, "snapshot")
+            for entry in resume.entries:
+                yield entry.sse()
+            while True:
+                item = await sub.queue.get()
+                if item is CLOSE:
+                    return
+                if item is RESET:
+                    yield await reset_frames(edge, sub)
+                    continue
+                if wanted(sub, item):
+                    yield item.sse()
+        finally:
+            edge.hub.remove(sub)
+
+    return EventSourceResponse(events(), ping=edge.heartbeat, send_timeout=30,
+                               headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})
+
+
+async def snapshot_frames(edge: Any, sub: Subscriber, event: str) -> bytes:
+    out = []
+    cursor = edge.feed.cursor().encode()
+    for ch in sorted(sub.channels):
+        for snap in await edge.snapshots.for_channel(ch):
+            out.append(f"id: {cursor}\nevent: {event}\ndata: ".encode() + codec.dumps(snap) + b"\n\n")
+    return b"".join(out)
+
+
+async def reset_frames(edge: Any, sub: Subscriber) -> bytes:
+    cursor = edge.feed.cursor()
+    head = f"id: {cursor.encode()}\nevent: reset\ndata: ".encode() + codec.dumps(
+        {"reason": "history unavailable or client too slow", "cursor": cursor.encode()}) + b"\n\n"
+    return head + await snapshot_frames(edge, sub, "snapshot")
