@@ -102,7 +102,8 @@ def run_dev(args: argparse.Namespace, settings: Settings) -> int:
         sim_port = args.sim_port or embedded.free_port()
         overrides["provider_url"] = f"http://127.0.0.1:{sim_port}"
         overrides["provider_mode"] = "rapidapi"
-        overrides["poll_interval"] = max(0.5, min(settings.poll_interval, 15.0 / args.speed * 4))
+        overrides["clock_speed"] = args.speed
+        overrides["clock_start"] = time.time()
         for key in ("apifootball_key", "apibasketball_key", "apihockey_key"):
             if not getattr(settings, key):
                 overrides[key] = "dev-key"

@@ -123,8 +123,12 @@ class Settings:
     apifootball_key: str = ""
     apibasketball_key: str = ""
     apihockey_key: str = ""
-    #: Seconds between aggregated live polls (real time).
-    poll_interval: float = 15.0
+    #: Plan of the provider keys (quota budget): free, pro, ultra or mega.
+    provider_plan: str = "pro"
+    #: Provider time runs this much faster than the wall clock (the simulator's speed).
+    clock_speed: float = 1.0
+    #: Provider time at start-up (epoch seconds); 0 means the wall clock.
+    clock_start: float = 0.0
     store: str = "rocksdb"
     data_dir: str = ".bts-data"
     log_format: str = "json"
@@ -151,7 +155,9 @@ class Settings:
             apifootball_key=e.get("APIFOOTBALL_KEY", ""),
             apibasketball_key=e.get("APIBASKETBALL_KEY", ""),
             apihockey_key=e.get("APIHOCKEY_KEY", ""),
-            poll_interval=_float(e, "POLL_INTERVAL", cls.poll_interval, 0.05, 86_400),
+            provider_plan=_choice(e, "PROVIDER_PLAN", cls.provider_plan, ("free", "pro", "ultra", "mega")),
+            clock_speed=_float(e, "PROVIDER_CLOCK_SPEED", cls.clock_speed, 0.001, 100_000),
+            clock_start=_float(e, "PROVIDER_CLOCK_START", cls.clock_start, 0, 4e9),
             store=_choice(e, "BTS_STORE", cls.store, ("rocksdb", "memory")),
             data_dir=e.get("BTS_DATA_DIR", cls.data_dir) or cls.data_dir,
             log_format=_choice(e, "LOG_FORMAT", cls.log_format, ("json", "text")),
@@ -197,7 +203,9 @@ class Settings:
             "APIFOOTBALL_KEY": self.apifootball_key,
             "APIBASKETBALL_KEY": self.apibasketball_key,
             "APIHOCKEY_KEY": self.apihockey_key,
-            "POLL_INTERVAL": str(self.poll_interval),
+            "PROVIDER_PLAN": self.provider_plan,
+            "PROVIDER_CLOCK_SPEED": repr(self.clock_speed),
+            "PROVIDER_CLOCK_START": repr(self.clock_start),
             "BTS_STORE": self.store,
             "BTS_DATA_DIR": self.data_dir,
             "LOG_FORMAT": self.log_format,

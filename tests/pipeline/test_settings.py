@@ -26,7 +26,7 @@ def test_values_are_read_from_the_environment():
         ("EDGE_PORT", "70000"),
         ("EDGE_PORT", "eighty"),
         ("BTS_PARTITIONS", "0"),
-        ("POLL_INTERVAL", "-1"),
+        ("PROVIDER_CLOCK_SPEED", "-1"),
         ("BTS_STORE", "sqlite"),
         ("BTS_TOPIC_PREFIX", "has space"),
     ],
@@ -39,5 +39,5 @@ def test_a_malformed_value_names_its_variable(name, value):
 
 
 def test_env_round_trips():
-    s = Settings.from_env({"BTS_TOPIC_PREFIX": "p-", "BTS_PARTITIONS": "3", "POLL_INTERVAL": "2.5"})
+    s = Settings.from_env({"BTS_TOPIC_PREFIX": "p-", "BTS_PARTITIONS": "3", "PROVIDER_CLOCK_SPEED": "2.5"})
     assert Settings.from_env(s.env()) == s
