@@ -141,7 +141,7 @@ def run_edge(settings: Settings, host: str | None, port: int | None) -> int:
         log_level=settings.log_level,
         lifespan="on",
         timeout_graceful_shutdown=5,
-        ws_max_size=64 * 1024,
+        ws_max_size=1024 * 1024,
     )
     return 0
 

@@ -20,13 +20,13 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from pipeline.settings import Settings
 from tables import topics
 from tables.redis_keys import RedisKeys
-from web import rest, stream
+from web import rest, stream, ws
 from web.errors import ApiError, handle_api_error, handle_http_error
 from web.feed import DeltaFeed
 from web.hub import Hub
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, *, heartbeat: int = 15) -> Star
         Route("/v1/sports", rest.sports),
         Route("/v1/matches/{match_id}", rest.match),
         Route("/v1/stream", stream.stream),
+        WebSocketRoute("/v1/ws", ws.websocket_endpoint),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(

@@ -62,12 +62,14 @@ class Subscriber:
     transport: str = "sse"
     id: int = field(default_factory=lambda: next(_ids))
     queue: asyncio.Queue[Any] = field(init=False)
+    lock: asyncio.Lock = field(init=False)
     resets: int = 0
     #: per partition, the first offset this client has not seen (set on resume)
     floor: list[int] | None = None
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.maxsize + 2)
+        self.lock = asyncio.Lock()
 
     def offer(self, item: Any) -> None:
         if self.queue.qsize() >= self.maxsize:

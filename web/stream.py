@@ -57,13 +57,20 @@ class Resume:
 async def prepare(edge: Any, sub: Subscriber, cursor_text: str | None) -> Resume:
     """Register ``sub`` and work out what it missed, with no gap and no duplicate.
 
-    The subscriber joins the hub and the live position is taken in the same step,
-    so every later delta reaches its queue; everything before that position and
-    after the client's cursor is replayed from the window or from the topic.
+    The subscriber joins the hub and the live position is taken in the same step
+    (no ``await`` in between), so every later delta reaches its queue; everything
+    before that position and after the client's cursor is replayed.
     """
-    feed = edge.feed
-    upto = list(feed.positions)
+    upto = list(edge.feed.positions)
     edge.hub.add(sub)
+    return await missed(edge, sub, set(sub.channels), cursor_text, upto)
+
+
+async def missed(edge: Any, sub: Subscriber, channels: set[str], cursor_text: str | None,
+                 upto: list[int]) -> Resume:
+    """Deltas of ``channels`` after the client's cursor and before ``upto``, from the
+    in-memory window when it reaches back far enough, else from the topic."""
+    feed = edge.feed
     if cursor_text is None:
         return Resume([], False)
     try:
@@ -72,7 +79,10 @@ async def prepare(edge: Any, sub: Subscriber, cursor_text: str | None) -> Resume
         return Resume([], True)
     if cursor.epoch != feed.epoch or len(cursor.offsets) != len(upto):
         return Resume([], True)
-    sub.floor = list(cursor.offsets)
+    if sub.floor is None:
+        sub.floor = list(cursor.offsets)
+    else:
+        sub.floor = [max(a, b) for a, b in zip(sub.floor, cursor.offsets)]
     if feed.covers(cursor):
         entries = feed.from_window(cursor, upto)
     else:
@@ -80,7 +90,7 @@ async def prepare(edge: Any, sub: Subscriber, cursor_text: str | None) -> Resume
             entries = await feed.history(cursor, upto)
         except HistoryGone:
             return Resume([], True)
-    return Resume([e for e in entries if sub.channels.intersection(e.channels)], False)
+    return Resume([e for e in entries if channels.intersection(e.channels)], False)
 
 
 def wanted(sub: Subscriber, entry: Entry) -> bool:

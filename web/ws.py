@@ -1,0 +1,161 @@
+"""Native WebSocket ``/v1/ws``: JSON frames, the same channels and resume as SSE.
+
+Client → server::
+
+    {"op": "subscribe", "channels": ["sport.football"], "cursor": "...", "snapshots": true}
+    {"op": "unsubscribe", "channels": ["sport.football"]}
+    {"op": "ping"}
+
+Server → client: ``subscribed``, ``unsubscribed``, ``delta`` (with ``cursor``),
+``snapshot``, ``reset``, ``error`` (``code``, ``message``), ``pong``, and a
+``ping`` every 15 s. A bad frame (not JSON, over 16 KiB, unknown op, bad channel,
+too many subscriptions) gets an ``error`` frame and changes nothing; after 20 bad
+frames in a row the connection is closed with 1008.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from tables import codec
+from tables.channels import ChannelError, validate
+from web.hub import CLOSE, RESET, Subscriber, frame_json
+from web.stream import MAX_CHANNELS, missed, wanted
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME = 16 * 1024
+MAX_BAD_FRAMES = 20
+CLOSE_POLICY = 1008
+CLOSE_GOING_AWAY = 1001
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse_frame(text: str) -> dict[str, Any]:
+    if len(text) > MAX_FRAME:
+        raise FrameError("frame_too_large", f"frames are limited to {MAX_FRAME} bytes")
+    try:
+        frame = codec.loads(text)
+    except codec.DecodeError:
+        raise FrameError("bad_json", "frame is not valid JSON") from None
+    if not isinstance(frame, dict):
+        raise FrameError("bad_frame", "frame must be a JSON object")
+    op = frame.get("op")
+    if op not in ("subscribe", "unsubscribe", "ping"):
+        raise FrameError("unknown_op", f"unknown op {str(op)[:40]!r}")
+    if op in ("subscribe", "unsubscribe"):
+        chans = frame.get("channels")
+        if not isinstance(chans, list) or not chans or not all(isinstance(c, str) for c in chans):
+            raise FrameError("bad_channels", "channels must be a non-empty list of strings")
+        if len(chans) > MAX_CHANNELS:
+            raise FrameError("too_many_channels", f"at most {MAX_CHANNELS} channels")
+        for c in chans:
+            try:
+                validate(c)
+            except ChannelError as exc:
+                raise FrameError("bad_channel", str(exc)) from None
+        cursor = frame.get("cursor")
+        if cursor is not None and (not isinstance(cursor, str) or len(cursor) > 20_000):
+            raise FrameError("bad_cursor", "cursor must be a string")
+    return frame
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    edge = ws.app.state.edge
+    await ws.accept()
+    await edge.feed.ready.wait()
+    sub = Subscriber(set(), maxsize=edge.queue_size, transport="ws")
+    edge.hub.add(sub)
+    sender = asyncio.create_task(_send_loop(ws, edge, sub))
+    bad = 0
+    try:
+        while True:
+            text = await ws.receive_text()
+            try:
+                frame = parse_frame(text)
+            except FrameError as exc:
+                bad += 1
+                await _send(ws, frame_json("error", code=exc.code, message=exc.message))
+                if bad >= MAX_BAD_FRAMES:
+                    await ws.close(CLOSE_POLICY, "too many bad frames")
+                    return
+                continue
+            bad = 0
+            await _handle(ws, edge, sub, frame)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+        edge.hub.remove(sub)
+
+
+async def _handle(ws: WebSocket, edge: Any, sub: Subscriber, frame: dict[str, Any]) -> None:
+    op = frame["op"]
+    if op == "ping":
+        await _send(ws, '{"type":"pong"}')
+        return
+    chans = list(dict.fromkeys(frame["channels"]))
+    if op == "unsubscribe":
+        edge.hub.unsubscribe(sub, chans)
+        await _send(ws, frame_json("unsubscribed", channels=chans))
+        return
+    new = [c for c in chans if c not in sub.channels]
+    if len(sub.channels) + len(new) > MAX_CHANNELS:
+        await _send(ws, frame_json("error", code="too_many_channels",
+                                   message=f"at most {MAX_CHANNELS} subscriptions per connection"))
+        return
+    async with sub.lock:
+        upto = list(edge.feed.positions)
+        edge.hub.subscribe(sub, new)
+        resume = await missed(edge, sub, set(new), frame.get("cursor"), upto)
+        await _send(ws, frame_json("subscribed", channels=chans, cursor=edge.feed.cursor().encode()))
+        if resume.reset:
+            sub.queue.put_nowait(RESET)
+        elif frame.get("snapshots") and not frame.get("cursor"):
+            await _send_snapshots(ws, edge, new, "snapshot")
+        for entry in resume.entries:
+            await _send(ws, entry.ws())
+
+
+async def _send_snapshots(ws: WebSocket, edge: Any, channels: list[str], kind: str) -> None:
+    for ch in channels:
+        for snap in await edge.snapshots.for_channel(ch):
+            await _send(ws, '{"type":"' + kind + '","data":' + codec.dumps_str(snap) + "}")
+
+
+async def _send(ws: WebSocket, text: str) -> None:
+    await ws.send_text(text)
+
+
+async def _send_loop(ws: WebSocket, edge: Any, sub: Subscriber) -> None:
+    heartbeat = edge.heartbeat
+    while True:
+        try:
+            item = await asyncio.wait_for(sub.queue.get(), heartbeat)
+        except asyncio.TimeoutError:
+            await _send(ws, '{"type":"ping"}')
+            continue
+        if item is CLOSE:
+            await ws.close(CLOSE_GOING_AWAY, "server going away; reconnect with your cursor")
+            return
+        async with sub.lock:
+            if item is RESET:
+                cursor = edge.feed.cursor().encode()
+                await _send(ws, frame_json("reset", cursor=cursor,
+                                           reason="history unavailable or client too slow"))
+                await _send_snapshots(ws, edge, sorted(sub.channels), "snapshot")
+            elif wanted(sub, item):
+                await _send(ws, item.ws())
