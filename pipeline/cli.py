@@ -80,7 +80,31 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--plan", choices=["free", "pro", "ultra", "mega"], default="pro")
 
     sub.add_parser("migrate", help="apply the Postgres schema")
+
+    keys = sub.add_parser("keys", help="create, list and revoke API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="create a key (shown once)")
+    create.add_argument("--name", required=True, type=_key_name)
+    create.add_argument("--tier", required=True)
+    create.add_argument("--json", action="store_true")
+    listing = keys_sub.add_parser("list", help="list keys (never the secrets)")
+    listing.add_argument("--json", action="store_true")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key on every edge within seconds")
+    revoke.add_argument("id", type=_key_id)
+    revoke.add_argument("--json", action="store_true")
     return parser
+
+
+def _key_name(text: str) -> str:
+    if not 1 <= len(text) <= 100 or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} must be 1-100 printable characters")
+    return text
+
+
+def _key_id(text: str) -> str:
+    if len(text) != 12 or any(c not in "0123456789abcdef" for c in text):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a key id (12 hex digits)")
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,8 +138,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         applied = asyncio.run(migrate_url(settings.database_url, settings.db_schema))
         print("applied: " + (", ".join(applied) if applied else "nothing, schema is current"))
         return 0
+    if args.command == "keys":
+        return run_keys(parser, args, settings)
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def run_keys(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    import asyncpg
+
+    from tables.api_keys import KeyStore
+    from tables.migrate import migrate
+    from web.tiers import TierConfigError, load_tiers
+
+    if args.keys_command == "create":
+        try:
+            tiers = load_tiers(settings.tiers_file or None)
+        except TierConfigError as exc:
+            print(f"bts-guru: error: {exc}", file=sys.stderr)
+            return 2
+        if args.tier not in tiers or args.tier == "anonymous":
+            offered = ", ".join(t for t in tiers if t != "anonymous")
+            print(f"bts-guru keys create: error: --tier {args.tier!r} is not a tier "
+                  f"(offered: {offered})", file=sys.stderr)
+            return 2
+
+    async def go() -> int:
+        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, settings.db_schema)
+            store = KeyStore(pool, settings.db_schema)
+            if args.keys_command == "create":
+                key, secret = await store.create(args.name, args.tier)
+                if args.json:
+                    print(json.dumps({"id": key.id, "key": secret, "tier": key.tier, "name": key.name}))
+                else:
+                    print(f"created key {key.id} ({key.name}, tier {key.tier})")
+                    print(f"  {secret}")
+                    print("  This is the only time the key is shown; store it now.")
+                return 0
+            if args.keys_command == "list":
+                rows = [k.public() for k in await store.list()]
+                if args.json:
+                    print(json.dumps(rows))
+                else:
+                    print(f"{'id':<14}{'tier':<12}{'created':<27}{'revoked':<27}name")
+                    for r in rows:
+                        print(f"{r['id']:<14}{r['tier']:<12}{str(r['created_at'])[:25]:<27}"
+                              f"{str(r['revoked_at'] or '-')[:25]:<27}{r['name']}")
+                return 0
+            key = await store.revoke(args.id)
+            if key is None:
+                print(f"bts-guru keys revoke: error: no key {args.id}", file=sys.stderr)
+                return 1
+            print(json.dumps(key.public()) if args.json else f"revoked {key.id} ({key.name})")
+            return 0
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
 
 
 def run_worker(settings: Settings) -> int:

@@ -86,6 +86,13 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return raw
 
 
+def _file(env: Mapping[str, str], name: str) -> str:
+    raw = env.get(name, "").strip()
+    if raw and not os.path.isfile(raw):
+        raise SettingsError(name, raw, "the path of an existing file")
+    return raw
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
@@ -130,6 +137,10 @@ class Settings:
     #: Provider time at start-up (epoch seconds); 0 means the wall clock.
     clock_start: float = 0.0
     store: str = "rocksdb"
+    #: TOML file of subscription tiers; empty means the shipped defaults (web/tiers.toml).
+    tiers_file: str = ""
+    #: Origins allowed by CORS, comma-separated; "*" allows any.
+    cors_origins: str = "*"
     data_dir: str = ".bts-data"
     log_format: str = "json"
     log_level: str = "info"
@@ -159,6 +170,8 @@ class Settings:
             clock_speed=_float(e, "PROVIDER_CLOCK_SPEED", cls.clock_speed, 0.001, 100_000),
             clock_start=_float(e, "PROVIDER_CLOCK_START", cls.clock_start, 0, 4e9),
             store=_choice(e, "BTS_STORE", cls.store, ("rocksdb", "memory")),
+            tiers_file=_file(e, "BTS_TIERS_FILE"),
+            cors_origins=e.get("BTS_CORS_ORIGINS", cls.cors_origins).strip() or cls.cors_origins,
             data_dir=e.get("BTS_DATA_DIR", cls.data_dir) or cls.data_dir,
             log_format=_choice(e, "LOG_FORMAT", cls.log_format, ("json", "text")),
             log_level=_choice(e, "LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")),
@@ -207,6 +220,8 @@ class Settings:
             "PROVIDER_CLOCK_SPEED": repr(self.clock_speed),
             "PROVIDER_CLOCK_START": repr(self.clock_start),
             "BTS_STORE": self.store,
+            "BTS_TIERS_FILE": self.tiers_file,
+            "BTS_CORS_ORIGINS": self.cors_origins,
             "BTS_DATA_DIR": self.data_dir,
             "LOG_FORMAT": self.log_format,
             "LOG_LEVEL": self.log_level,

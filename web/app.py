@@ -1,7 +1,8 @@
-"""The edge: a Starlette app on uvicorn serving REST, SSE and the demo page.
+"""The edge: a Starlette app on uvicorn serving REST, SSE, WebSocket and the demo page.
 
-Resources (Redis client, Postgres pool, the delta feed, the hub) are created in
-the lifespan and handed on as ``app.state.edge``.
+Resources (Redis client, Postgres pool, the delta feed, the hub, the
+authenticator, limits and usage) are created in the lifespan and handed on as
+``app.state.edge``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import asyncpg
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
 from starlette.responses import FileResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -26,14 +30,21 @@ from starlette.staticfiles import StaticFiles
 from pipeline.settings import Settings
 from tables import topics
 from tables.redis_keys import RedisKeys
-from web import rest, stream, ws
+from web import logs, rest, stream, ws
+from web.ws import CLOSE_REVOKED
+from web.access import AccessMiddleware
+from web.auth import Authenticator
 from web.errors import ApiError, handle_api_error, handle_http_error
 from web.feed import DeltaFeed
-from web.hub import Hub
+from web.hub import Hub, Subscriber
+from web.limits import Limits
 from web.snapshots import SnapshotReader
+from web.tiers import Tier, load_tiers
+from web.usage import Usage
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+
 
 
 @dataclass
@@ -44,30 +55,52 @@ class Edge:
     snapshots: SnapshotReader
     redis: aioredis.Redis
     pool: asyncpg.Pool
+    auth: Authenticator
+    limits: Limits
+    usage: Usage
+    tiers: dict[str, Tier]
     edge_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     queue_size: int = 1000
     heartbeat: int = 15
+
+    def revoke(self, key_id: str) -> None:
+        for sub in list(self.hub.subscribers):
+            if sub.key_id == key_id:
+                sub.close(CLOSE_REVOKED)
+
+    def streams(self) -> list[Subscriber]:
+        return [s for s in self.hub.subscribers if s.client]
+
+
+async def _every(seconds: float, job: object) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await job()  # type: ignore[operator]
+        except Exception as exc:  # noqa: BLE001 - Redis may be down; try again later
+            log.debug("periodic job failed: %r", exc)
 
 
 async def _publish_watch_counts(edge: Edge) -> None:
     """Tell the pollers which matches this edge's clients watch (expires if the edge dies)."""
     key = edge.snapshots.keys.watch(edge.edge_id)
-    while True:
-        counts = edge.hub.watch_counts()
-        try:
-            async with edge.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                if counts:
-                    pipe.hset(key, mapping=counts)
-                pipe.expire(key, 30)
-                await pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - Redis may be down; try again later
-            log.debug("watch counts not published: %r", exc)
-        await asyncio.sleep(5)
+    counts = edge.hub.watch_counts()
+    async with edge.redis.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        if counts:
+            pipe.hset(key, mapping=counts)
+        pipe.expire(key, 30)
+        await pipe.execute()
+
+
+async def _refresh_streams(edge: Edge) -> None:
+    await edge.limits.refresh_streams([(s.client, s.stream_id) for s in edge.streams()])
 
 
 def create_app(settings: Settings | None = None, *, heartbeat: int = 15) -> Starlette:
     settings = settings or Settings.from_env()
+    tiers = load_tiers(settings.tiers_file or None)
+    logs.install()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -76,25 +109,33 @@ def create_app(settings: Settings | None = None, *, heartbeat: int = 15) -> Star
         feed = DeltaFeed(s.kafka_bootstrap, s.topic(topics.MATCH_DELTAS),
                          fetch_wait_ms=s.fetch_wait_ms, on_entry=hub.publish)
         redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
-        pool = await asyncpg.create_pool(s.database_url, min_size=0, max_size=8,
-                                         command_timeout=10)
+        pool = await asyncpg.create_pool(s.database_url, min_size=0, max_size=8, command_timeout=10)
         keys = RedisKeys(s.redis_prefix)
+        auth = Authenticator(pool, s.db_schema, tiers)
+        usage = Usage(pool, s.db_schema)
         edge = Edge(s, hub, feed, SnapshotReader(redis, pool, keys, s.db_schema), redis, pool,
-                    heartbeat=heartbeat)
+                    auth, Limits(redis, s.redis_prefix), usage, tiers, heartbeat=heartbeat)
+        auth.on_revoke.append(edge.revoke)
         app.state.edge = edge
         await feed.start()
-        watch = asyncio.create_task(_publish_watch_counts(edge))
+        await auth.start()
+        await usage.start()
+        jobs = [asyncio.create_task(_every(5, lambda: _publish_watch_counts(edge))),
+                asyncio.create_task(_every(15, lambda: _refresh_streams(edge)))]
         try:
             yield
         finally:
-            watch.cancel()
+            for job in jobs:
+                job.cancel()
             for sub in list(hub.subscribers):
                 sub.close()
+            await auth.stop()
+            await usage.stop()
             await feed.stop()
             await redis.aclose()
             await pool.close()
 
-    async def index(request: object) -> FileResponse:
+    async def index(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
     routes = [
@@ -102,12 +143,22 @@ def create_app(settings: Settings | None = None, *, heartbeat: int = 15) -> Star
         Route("/healthz", rest.healthz),
         Route("/v1/sports", rest.sports),
         Route("/v1/matches/{match_id}", rest.match),
+        Route("/v1/usage", rest.usage),
         Route("/v1/stream", stream.stream),
         WebSocketRoute("/v1/ws", ws.websocket_endpoint),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    middleware = [
+        Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
+                   allow_headers=["Authorization", "X-API-Key", "Last-Event-ID", "Content-Type"],
+                   expose_headers=["X-Cache", "ETag", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+                                   "X-RateLimit-Reset", "Retry-After"]),
+        Middleware(AccessMiddleware),
+    ]
     return Starlette(
         routes=routes,
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_error},
     )

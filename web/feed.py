@@ -118,37 +118,56 @@ class DeltaFeed:
                 for rec in records:
                     self._accept(tp.partition, rec.offset, rec.value)
 
-    def _accept(self, partition: int, offset: int, value: bytes | None) -> Entry | None:
+    def _accept(self, partition: int, offset: int, value: bytes | None) -> list[Entry]:
         self.positions[partition] = offset + 1
-        entry = self.make_entry(partition, offset, value)
-        if entry is None:
-            return None
-        if entry.seq <= self.last_seq.get(entry.match_id, 0):
+        entries = self.make_entries(partition, offset, value)
+        if not entries:
+            return entries
+        first = entries[0]
+        if first.seq <= self.last_seq.get(first.match_id, 0):
             self.duplicates += 1
-            return None
-        self.last_seq[entry.match_id] = entry.seq
-        if len(self.window) == self.window.maxlen:
-            old = self.window[0]
-            self.window_low[old.partition] = old.offset + 1
-        self.window.append(entry)
-        if self.on_entry is not None:
-            self.on_entry(entry)
-        return entry
+            return []
+        self.last_seq[first.match_id] = first.seq
+        for entry in entries:
+            if len(self.window) == self.window.maxlen:
+                old = self.window[0]
+                self.window_low[old.partition] = old.offset + 1
+            self.window.append(entry)
+            if self.on_entry is not None:
+                self.on_entry(entry)
+        return entries
 
-    def make_entry(self, partition: int, offset: int, value: bytes | None, positions: list[int] | None = None) -> Entry | None:
+    def make_entries(self, partition: int, offset: int, value: bytes | None,
+                     positions: list[int] | None = None) -> list[Entry]:
+        """The entries of one delta: the public one (without the paid detail) on the
+        public channels, and the whole delta on the private and presence channels."""
         if value is None:
-            return None
+            return []
         try:
             delta = codec.loads(value)
             match_id = delta["match_id"]
             seq = int(delta["seq"])
-            chans = channels_for(delta["sport"], str(delta["league"]), match_id)
+            public_channels = channels_for(delta["sport"], str(delta["league"]), match_id)
+            changes = delta["changes"]
+            kinds = delta["kinds"]
         except (codec.DecodeError, KeyError, TypeError, ValueError) as exc:
             log.warning("skipping unreadable delta at %s:%d: %r", partition, offset, exc)
-            return None
+            return []
         pos = list(self.positions if positions is None else positions)
         pos[partition] = offset + 1
-        return Entry(partition, offset, match_id, seq, chans, value, Cursor(self.epoch, tuple(pos)).encode())
+        cursor = Cursor(self.epoch, tuple(pos)).encode()
+        full = Entry(partition, offset, match_id, seq,
+                     (f"private-match.{match_id}", f"presence-match.{match_id}"), value, cursor)
+        if "detail" not in kinds:
+            return [Entry(partition, offset, match_id, seq, public_channels + full.channels,
+                          value, cursor)]
+        public_changes = [op for op in changes if not str(op.get("path", "")).startswith("/detail")]
+        if not public_changes:
+            return [full]
+        public = dict(delta, changes=public_changes, kinds=[k for k in kinds if k != "detail"])
+        # The full entry first: a subscriber of both kinds of channel keeps only the first.
+        return [full,
+                Entry(partition, offset, match_id, seq, public_channels, codec.dumps(public), cursor)]
 
     # -- resume -------------------------------------------------------------
 
@@ -194,10 +213,10 @@ class DeltaFeed:
                         if rec.offset >= upto[tp.partition]:
                             break
                         positions[tp.partition] = rec.offset + 1
-                        entry = self.make_entry(tp.partition, rec.offset, rec.value, positions)
-                        if entry is not None and entry.seq > seen.get(entry.match_id, 0):
-                            seen[entry.match_id] = entry.seq
-                            out.append(entry)
+                        entries = self.make_entries(tp.partition, rec.offset, rec.value, positions)
+                        if entries and entries[0].seq > seen.get(entries[0].match_id, 0):
+                            seen[entries[0].match_id] = entries[0].seq
+                            out.extend(entries)
                     if positions[tp.partition] >= upto[tp.partition]:
                         remaining.discard(tp)
                         consumer.pause(tp)

@@ -66,12 +66,25 @@ class Subscriber:
     resets: int = 0
     #: per partition, the first offset this client has not seen (set on resume)
     floor: list[int] | None = None
+    #: the API key behind this connection (None: anonymous), for revocation
+    key_id: str | None = None
+    #: what stream limits count against ("key:…" or "ip:…"); empty when not counted
+    client: str = ""
+    stream_id: str = ""
+    #: close code sent when the server closes this subscriber
+    close_code: int = 1001
+    principal: Any = None
+    last_pos: tuple[int, int] = (-1, -1)
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.maxsize + 2)
         self.lock = asyncio.Lock()
 
     def offer(self, item: Any) -> None:
+        pos = (item.partition, item.offset)
+        if pos == self.last_pos:
+            return  # the same delta through another of this subscriber's channels
+        self.last_pos = pos
         if self.queue.qsize() >= self.maxsize:
             self._drop_backlog()
             return
@@ -83,7 +96,8 @@ class Subscriber:
         self.resets += 1
         self.queue.put_nowait(RESET)
 
-    def close(self) -> None:
+    def close(self, code: int = 1001) -> None:
+        self.close_code = code
         while self.queue.qsize() > self.maxsize:
             self.queue.get_nowait()
         self.queue.put_nowait(CLOSE)

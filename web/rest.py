@@ -42,5 +42,23 @@ def _seq_of(data: bytes) -> int:
     return int(m.group(1)) if m else 0
 
 
+async def usage(request: Request) -> Response:
+    """The caller's own usage by minute (``?minutes=`` back, default 60, at most 10,080)."""
+    import datetime as dt
+
+    principal = request.scope.get("state", {}).get("principal")
+    if principal is None or principal.key_id is None:
+        return error_response(401, "key_required", "usage is reported per API key; send one")
+    raw = request.query_params.get("minutes", "60")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_080:
+        raise ApiError(400, "bad_parameter", "minutes: a whole number from 1 to 10080", param="minutes")
+    edge = request.app.state.edge
+    await edge.usage.flush()
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=int(raw))
+    rows = await edge.usage.read(principal.key_id, since)
+    return JSONResponse({"data": {"key_id": principal.key_id, "tier": principal.tier.name,
+                                  "minutes": rows}})
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})

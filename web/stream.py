@@ -13,14 +13,17 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from redis.exceptions import RedisError
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tables import codec
 from tables.channels import ChannelError, validate
+from web.access import authenticate_scope
+from web.auth import AuthError, Principal
 from web.cursor import Cursor, CursorError
-from web.errors import bad_param, error_response
+from web.errors import ApiError, bad_param, error_response
 from web.feed import HistoryGone
 from web.hub import CLOSE, RESET, Entry, Subscriber
 
@@ -90,7 +93,13 @@ async def missed(edge: Any, sub: Subscriber, channels: set[str], cursor_text: st
             entries = await feed.history(cursor, upto)
         except HistoryGone:
             return Resume([], True)
-    return Resume([e for e in entries if channels.intersection(e.channels)], False)
+    out: list[Entry] = []
+    seen: set[tuple[int, int]] = set()
+    for e in entries:
+        if channels.intersection(e.channels) and (e.partition, e.offset) not in seen:
+            seen.add((e.partition, e.offset))
+            out.append(e)
+    return Resume(out, False)
 
 
 def wanted(sub: Subscriber, entry: Entry) -> bool:
@@ -98,18 +107,58 @@ def wanted(sub: Subscriber, entry: Entry) -> bool:
     return floor is None or entry.offset >= floor[entry.partition]
 
 
+async def admit(edge: Any, principal: Principal, channels: list[str], sub: Subscriber) -> str | None:
+    """Check the tier allows the channels and one more stream; returns an error code or None."""
+    for ch in channels:
+        if not principal.tier.allows_channel(ch):
+            return "forbidden_channel"
+    sub.key_id = principal.key_id
+    sub.client = principal.client
+    sub.stream_id = f"{edge.edge_id}:{sub.id}"
+    try:
+        ok = await edge.limits.open_stream(principal.client, sub.stream_id, principal.tier.streams)
+    except (RedisError, OSError) as exc:
+        log.warning("stream limiter unavailable, admitting: %r", exc)
+        ok = True
+    if not ok:
+        sub.client = ""
+        return "too_many_streams"
+    edge.usage.stream_opened(principal.key_id, sub.id)
+    return None
+
+
+async def release(edge: Any, sub: Subscriber) -> None:
+    edge.hub.remove(sub)
+    edge.usage.stream_closed(sub.id)
+    if sub.client:
+        try:
+            await edge.limits.close_stream(sub.client, sub.stream_id)
+        except (RedisError, OSError):
+            pass
+
+
 async def stream(request: Request) -> Response:
     edge = request.app.state.edge
     try:
+        principal = await authenticate_scope(edge, request.scope)
+    except AuthError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    try:
         channels = parse_channels(request.query_params.get("channels"))
-    except Exception as exc:  # ApiError from parse_channels
-        return error_response(400, "bad_parameter", str(exc), param="channels")
+    except ApiError as exc:
+        return error_response(400, exc.code, exc.message, param=exc.param)
     snapshots = request.query_params.get("snapshots", "0") in ("1", "true", "yes")
     cursor_text = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if cursor_text is not None and len(cursor_text) > 20_000:
         return error_response(400, "bad_parameter", "last_event_id: too long", param="last_event_id")
     await edge.feed.ready.wait()
     sub = Subscriber(set(channels), maxsize=edge.queue_size, transport="sse")
+    refused = await admit(edge, principal, channels, sub)
+    if refused == "forbidden_channel":
+        return error_response(403, refused, f"the {principal.tier.name} tier does not include these channels")
+    if refused == "too_many_streams":
+        return error_response(403, refused, f"the {principal.tier.name} tier allows "
+                              f"{principal.tier.streams} concurrent streams")
     resume = await prepare(edge, sub, cursor_text)
 
     async def events() -> AsyncIterator[Any]:
@@ -129,9 +178,11 @@ async def stream(request: Request) -> Response:
                     yield await reset_frames(edge, sub)
                     continue
                 if wanted(sub, item):
-                    yield item.sse()
+                    frame = item.sse()
+                    edge.usage.stream_bytes(sub.key_id, len(frame))
+                    yield frame
         finally:
-            edge.hub.remove(sub)
+            await release(edge, sub)
 
     return EventSourceResponse(events(), ping=edge.heartbeat, send_timeout=30,
                                headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})

@@ -25,10 +25,15 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from tables import codec
 from tables.channels import ChannelError, validate
 from web.hub import CLOSE, RESET, Subscriber, frame_json
-from web.stream import MAX_CHANNELS, missed, wanted
+from web.access import authenticate_scope
+from web.auth import AuthError
+from web.stream import MAX_CHANNELS, admit, missed, release, wanted
 
 log = logging.getLogger(__name__)
 
+CLOSE_AUTH = 4001
+CLOSE_REVOKED = 4009
+CLOSE_TOO_MANY_STREAMS = 4029
 MAX_FRAME = 16 * 1024
 MAX_BAD_FRAMES = 20
 CLOSE_POLICY = 1008
@@ -74,8 +79,21 @@ def parse_frame(text: str) -> dict[str, Any]:
 async def websocket_endpoint(ws: WebSocket) -> None:
     edge = ws.app.state.edge
     await ws.accept()
+    try:
+        principal = await authenticate_scope(edge, ws.scope)
+    except AuthError as exc:
+        await _send(ws, frame_json("error", code=exc.code, message=exc.message))
+        await ws.close(CLOSE_AUTH, exc.code)
+        return
     await edge.feed.ready.wait()
     sub = Subscriber(set(), maxsize=edge.queue_size, transport="ws")
+    if await admit(edge, principal, [], sub) == "too_many_streams":
+        await _send(ws, frame_json("error", code="too_many_streams",
+                                   message=f"the {principal.tier.name} tier allows "
+                                   f"{principal.tier.streams} concurrent streams"))
+        await ws.close(CLOSE_TOO_MANY_STREAMS, "too_many_streams")
+        return
+    sub.principal = principal
     edge.hub.add(sub)
     sender = asyncio.create_task(_send_loop(ws, edge, sub))
     bad = 0
@@ -99,7 +117,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
-        edge.hub.remove(sub)
+        await release(edge, sub)
 
 
 async def _handle(ws: WebSocket, edge: Any, sub: Subscriber, frame: dict[str, Any]) -> None:
@@ -111,6 +129,12 @@ async def _handle(ws: WebSocket, edge: Any, sub: Subscriber, frame: dict[str, An
     if op == "unsubscribe":
         edge.hub.unsubscribe(sub, chans)
         await _send(ws, frame_json("unsubscribed", channels=chans))
+        return
+    forbidden = [c for c in chans if not sub.principal.tier.allows_channel(c)]
+    if forbidden:
+        await _send(ws, frame_json("error", code="forbidden_channel",
+                                   message=f"the {sub.principal.tier.name} tier does not include "
+                                   f"{forbidden[0]}"))
         return
     new = [c for c in chans if c not in sub.channels]
     if len(sub.channels) + len(new) > MAX_CHANNELS:
@@ -149,7 +173,8 @@ async def _send_loop(ws: WebSocket, edge: Any, sub: Subscriber) -> None:
             await _send(ws, '{"type":"ping"}')
             continue
         if item is CLOSE:
-            await ws.close(CLOSE_GOING_AWAY, "server going away; reconnect with your cursor")
+            reason = "key revoked" if sub.close_code == CLOSE_REVOKED else "reconnect with your cursor"
+            await ws.close(sub.close_code, reason)
             return
         async with sub.lock:
             if item is RESET:
@@ -158,4 +183,6 @@ async def _send_loop(ws: WebSocket, edge: Any, sub: Subscriber) -> None:
                                            reason="history unavailable or client too slow"))
                 await _send_snapshots(ws, edge, sorted(sub.channels), "snapshot")
             elif wanted(sub, item):
-                await _send(ws, item.ws())
+                frame = item.ws()
+                edge.usage.stream_bytes(sub.key_id, len(frame))
+                await _send(ws, frame)
