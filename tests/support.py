@@ -81,3 +81,58 @@ def processes(*procs: Proc) -> Iterator[tuple[Proc, ...]]:
 
 def free_port() -> int:
     return embedded.free_port()
+
+
+class SSE:
+    """A minimal SSE reader over httpx that also reports comments (the first one means
+    the subscription is registered)."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None):
+        self.client = client
+        self.url = url
+        self.headers = headers or {}
+        self.response: httpx.Response | None = None
+        self._lines = None
+        self._cm = None
+
+    async def __aenter__(self) -> SSE:
+        self._cm = self.client.stream("GET", self.url, headers=self.headers)
+        self.response = await self._cm.__aenter__()
+        self._lines = self.response.aiter_lines()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._cm.__aexit__(*exc)
+
+    async def next(self, timeout: float = 20.0) -> dict[str, str]:
+        """The next event or comment: {"event", "data", "id"} or {"comment"}."""
+        return await asyncio.wait_for(self._next(), timeout)
+
+    async def _next(self) -> dict[str, str]:
+        fields: dict[str, str] = {}
+        async for line in self._lines:
+            if line == "":
+                fields.pop("retry", None)
+                if fields:
+                    return fields
+                continue
+            if line.startswith(":"):
+                if not fields:
+                    return {"comment": line[1:].strip()}
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data" and "data" in fields:
+                fields["data"] += "\n" + value
+            else:
+                fields[name] = value
+        raise EOFError("stream ended")
+
+    async def events(self, kind: str, count: int, timeout: float = 20.0) -> list[dict[str, str]]:
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < count:
+            ev = await self.next(max(0.1, deadline - time.monotonic()))
+            if ev.get("event") == kind:
+                out.append(ev)
+        return out

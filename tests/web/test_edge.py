@@ -1,0 +1,153 @@
+"""The edge for real: REST, SSE and WebSocket against the broker, Redis and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import websockets
+
+from tables import codec
+from tests.support import SSE
+from tests.web.conftest import delta, snapshot
+
+M1 = "football-apifootball-101"
+M2 = "football-apifootball-102"
+HOCKEY = "hockey-apihockey-7"
+
+
+async def test_rest_reads_redis_then_postgres_with_etags(edge_env, redis_client):
+    snap = snapshot(M1, 3)
+    await edge_env.store(snap)
+    async with httpx.AsyncClient(base_url=edge_env.url) as c:
+        r = await c.get(f"/v1/matches/{M1}")
+        assert r.status_code == 200 and r.headers["x-cache"] == "hit"
+        assert r.json()["data"]["seq"] == 3
+        assert r.headers["x-ratelimit-limit"] == "30"
+        etag = r.headers["etag"]
+        assert (await c.get(f"/v1/matches/{M1}", headers={"If-None-Match": etag})).status_code == 304
+        await redis_client.delete(f"{edge_env.settings.redis_prefix}match:{M1}")
+        r = await c.get(f"/v1/matches/{M1}")
+        assert r.status_code == 200 and r.headers["x-cache"] == "miss"
+        missing = await c.get("/v1/matches/football-apifootball-999")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        bad = await c.get("/v1/matches/../etc")
+        assert bad.status_code in (400, 404)
+        bad = await c.get("/v1/matches/NOT_AN_ID")
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "id"
+        assert (await c.get("/v1/sports")).json()["data"][0] == {"id": "football"}
+
+
+async def test_sse_streams_live_deltas_with_cursors(edge_env):
+    async with httpx.AsyncClient(timeout=30) as c, SSE(c, edge_env.url + "/v1/stream?channels=league.football.39") as s:
+        assert s.response.status_code == 200
+        assert (await s.next())["comment"] == "connected"
+        for seq in (1, 2, 3):
+            await edge_env.send(delta(M1, seq))
+        await edge_env.send(delta(M2, 1, league="40"))  # another league: not for this client
+        await edge_env.send(delta(M1, 2))  # a redelivery: dropped
+        await edge_env.send(delta(M1, 4))
+        got = await s.events("delta", 4)
+        assert [codec.loads(e["data"])["seq"] for e in got] == [1, 2, 3, 4]
+        assert all(e["id"] for e in got)
+
+
+async def resume_check(edge_env, resume_url: str) -> None:
+    url = "/v1/stream?channels=sport.football"
+    async with httpx.AsyncClient(timeout=30) as c:
+        async with SSE(c, edge_env.url + url) as s:
+            await s.next()
+            for seq in (1, 2):
+                await edge_env.send(delta(M1, seq))
+            seen = await s.events("delta", 2)
+        cursor = seen[-1]["id"]
+        # while the client is away
+        for seq in (3, 4, 5):
+            await edge_env.send(delta(M1, seq))
+        await edge_env.send(delta(M2, 1))
+        await edge_env.send(delta(HOCKEY, 1, league="57", sport="hockey"))  # not subscribed
+        await asyncio.sleep(0.5)
+        async with SSE(c, resume_url + url, headers={"Last-Event-ID": cursor}) as s:
+            await s.next()
+            missed = await s.events("delta", 4)
+            assert [(codec.loads(e["data"])["match_id"], codec.loads(e["data"])["seq"]) for e in missed
+                    if codec.loads(e["data"])["match_id"] == M1] == [(M1, 3), (M1, 4), (M1, 5)]
+            assert {codec.loads(e["data"])["match_id"] for e in missed} == {M1, M2}
+            await edge_env.send(delta(M1, 6))
+            live = await s.events("delta", 1)
+            assert codec.loads(live[0]["data"])["seq"] == 6
+
+
+async def test_resume_on_the_same_edge_replays_exactly_what_was_missed(edge_env):
+    await resume_check(edge_env, edge_env.url)
+
+
+async def test_resume_on_a_second_edge(edge_env):
+    second = await edge_env.start_edge()
+    await resume_check(edge_env, second)
+
+
+async def test_an_unknown_cursor_epoch_gets_reset_and_snapshots(edge_env):
+    await edge_env.store(snapshot(M1, 1))
+    async with httpx.AsyncClient(timeout=30) as c:
+        async with SSE(c, edge_env.url + f"/v1/stream?channels=match.{M1}",
+                       headers={"Last-Event-ID": "99.0-0-0-0"}) as s:
+            await s.next()
+            ev = await s.next()
+            assert ev["event"] == "reset"
+            snap = await s.next()
+            assert snap["event"] == "snapshot" and codec.loads(snap["data"])["id"] == M1
+
+
+async def test_bad_sse_requests_get_400(edge_env):
+    async with httpx.AsyncClient(base_url=edge_env.url) as c:
+        for q in ["", "?channels=", "?channels=sport.curling", "?channels=" + ",".join(
+                f"match.football-apifootball-{i}" for i in range(60)), "?channels=a%00b"]:
+            r = await c.get("/v1/stream" + q)
+            assert r.status_code == 400, q
+            assert r.json()["error"]["code"] == "bad_parameter"
+
+
+async def test_websocket_subscribe_deltas_and_bad_frames(edge_env):
+    ws_url = edge_env.url.replace("http", "ws") + "/v1/ws"
+    async with websockets.connect(ws_url) as ws:
+        for bad in ["not json", "[1]", json.dumps({"op": "dance"}), "x" * 20_000,
+                    json.dumps({"op": "subscribe", "channels": ["sport.curling"]})]:
+            await ws.send(bad)
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert frame["type"] == "error", bad[:30]
+        await ws.send(json.dumps({"op": "ping"}))
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+        await ws.send(json.dumps({"op": "subscribe", "channels": [f"match.{M2}"]}))
+        sub = json.loads(await ws.recv())
+        assert sub["type"] == "subscribed"
+        await edge_env.send(delta(M1, 1))
+        await edge_env.send(delta(M2, 1))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert frame["type"] == "delta" and frame["data"]["match_id"] == M2 and frame["cursor"]
+        cursor = frame["cursor"]
+    await edge_env.send(delta(M2, 2))
+    await edge_env.send(delta(M2, 3))
+    async with websockets.connect(ws_url) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "channels": [f"match.{M2}"], "cursor": cursor}))
+        frames = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(3)]
+        assert frames[0]["type"] == "subscribed"
+        assert [f["data"]["seq"] for f in frames[1:]] == [2, 3]
+
+
+async def test_a_bad_client_does_not_delay_the_others(edge_env):
+    ws_url = edge_env.url.replace("http", "ws") + "/v1/ws"
+    async with websockets.connect(ws_url) as flooder, websockets.connect(ws_url) as good:
+        await good.send(json.dumps({"op": "subscribe", "channels": ["sport.football"]}))
+        await good.recv()
+
+        async def flood() -> None:
+            for _ in range(15):
+                await flooder.send("{bad")
+                await asyncio.sleep(0)
+
+        await flood()
+        await edge_env.send(delta(M1, 1))
+        frame = json.loads(await asyncio.wait_for(good.recv(), 10))
+        assert frame["data"]["seq"] == 1
