@@ -24,8 +24,8 @@ from pipeline import embedded
 from pipeline.settings import Settings
 from tables.migrate import quote_ident
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SAMPLES = SHARED / "samples" / "api-football"
+#: Real API-Football responses, byte for byte (their sources are in SOURCES.md there).
+SAMPLES = Path(__file__).resolve().parent / "samples" / "api-football"
 
 
 @pytest.fixture(scope="session")
