@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline.settings import Settings, SettingsError
+from tables.records import SPORTS
 
 
 def _positive_float(text: str) -> float:
@@ -42,6 +43,26 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if not 1 <= value <= 16:
         raise argparse.ArgumentTypeError(f"{text!r} must be from 1 to 16")
+    return value
+
+
+def _matches(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 5000:
+        raise argparse.ArgumentTypeError(f"{text!r} must be from 1 to 5000")
+    return value
+
+
+def _epoch(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of epoch seconds") from None
+    if not 0 <= value <= 4e9:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 4e9 epoch seconds")
     return value
 
 
@@ -78,8 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=_seed, default=7)
     sim.add_argument("--speed", type=_positive_float, default=1.0)
     sim.add_argument("--plan", choices=["free", "pro", "ultra", "mega"], default="pro")
+    sim.add_argument("--start", type=_epoch, default=None,
+                     help="simulated time at start-up, epoch seconds (default: now)")
+    sim.add_argument("--matches", type=_matches, default=None,
+                     help="matches per sport in the simulated day (default 30 football, 15 others)")
 
     sub.add_parser("migrate", help="apply the Postgres schema")
+
+    from pipeline import replay
+
+    replay.add_arguments(sub.add_parser(
+        "replay", help="read history back from the delta topic (by match, channel, time or offset)"))
 
     keys = sub.add_parser("keys", help="create, list and revoke API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -130,7 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "simulate":
         from pipeline.simulator.server import run
 
-        run(args.host, args.port, seed=args.seed, speed=args.speed, plan=args.plan)
+        sizes = {sport: args.matches for sport in SPORTS} if args.matches else None
+        run(args.host, args.port, seed=args.seed, speed=args.speed, plan=args.plan,
+            start=args.start, sizes=sizes)
         return 0
     if args.command == "migrate":
         from tables.migrate import migrate_url
@@ -140,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "keys":
         return run_keys(parser, args, settings)
+    if args.command == "replay":
+        from pipeline import replay
+
+        replay.check(parser, args)
+        return replay.run(args, settings)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

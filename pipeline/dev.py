@@ -114,7 +114,8 @@ def run_dev(args: argparse.Namespace, settings: Settings) -> int:
         log_dir.mkdir(exist_ok=True)
         base_env = {**os.environ, **s.env()}
         children.append(_spawn("simulator", ["simulate", "--port", str(sim_port), "--seed",
-                                             str(args.seed), "--speed", str(args.speed)],
+                                             str(args.seed), "--speed", str(args.speed),
+                                             "--start", repr(s.clock_start)],
                                base_env, log_dir))
         for i in range(args.workers):
             env = {**base_env, "BTS_DATA_DIR": str(data / f"worker-{i}")}
