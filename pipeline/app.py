@@ -98,7 +98,12 @@ class Pipeline:
             "matches", partitions=s.partitions, key_type=bytes, value_type=bytes,
             key_serializer="raw", value_serializer="raw", use_partitioner=True,
         )
+        self.sinks = sinks
         self.counters: dict[str, int] = {"raw": 0, "updates": 0, "deltas": 0, "dead": 0, "skipped": 0}
+        from pipeline.metrics import Monitor
+
+        self.monitor = Monitor(self)
+        app.add_service(self.monitor)
 
         app.agent(self.raw_fetches, name="normalise")(self._normalise_agent)
         app.agent(self.match_updates, name="detect")(self._detect_agent)
@@ -135,6 +140,7 @@ class Pipeline:
         result = normalise(raw)  # type: ignore[arg-type]
         for match in result.matches:
             self.counters["updates"] += 1
+            self.monitor.metrics.match_seen(match)
             await self.match_updates.send(key=match["id"].encode(), value=codec.dumps(match))
         for error in result.errors:
             self.counters["dead"] += 1
@@ -146,38 +152,83 @@ class Pipeline:
 
     async def detect_batch(self, events: list[EventT]) -> None:
         now = time.time()
-        states: dict[bytes, tuple[EventT, MatchState]] = {}
-        pending = []
+        decoded: list[tuple[EventT, bytes, Match]] = []
+        known: dict[bytes, MatchState | None] = {}
         for event in events:
             key: bytes = event.key
             try:
                 match: Match = codec.loads(event.value)
-            except codec.DecodeError as exc:
+                if not isinstance(match, dict) or not isinstance(match.get("id"), str):
+                    raise TypeError("match update is not a Match object")
+            except (codec.DecodeError, TypeError) as exc:
+                self.counters["dead"] += 1
                 await self.dead_letters.send(value=codec.dumps(
-                    dead_letter("detect", str(exc), "DecodeError", event.value)))
+                    dead_letter("detect", str(exc), type(exc).__name__, event.value)))
                 continue
-            if key in states:
-                prev: MatchState | None = states[key][1]
-            else:
+            decoded.append((event, key, match))
+            if key not in known:
                 with event_context(event):
                     stored = self.matches.get(key)
-                prev = codec.loads(stored) if stored is not None else None
-            result = diff(prev, match, now=now)
+                known[key] = codec.loads(stored) if stored is not None else None
+        missing = [k for k, v in known.items() if v is None]
+        if missing:
+            known.update(await self.recover(missing))
+        states: dict[bytes, tuple[EventT, MatchState]] = {}
+        pending = []
+        for event, key, match in decoded:
+            prev = states[key][1] if key in states else known.get(key)
+            try:
+                result = diff(prev, match, now=now)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                self.counters["dead"] += 1
+                await self.dead_letters.send(value=codec.dumps(
+                    dead_letter("detect", f"cannot diff: {exc!r}", type(exc).__name__, event.value,
+                                provider=match.get("provider"), sport=match.get("sport"))))
+                continue
             if result.delta is None or result.state is None:
                 self.counters["skipped"] += 1
+                if result.state is not None and prev is not None \
+                        and result.state["fetched_at"] > prev["fetched_at"]:
+                    # Nothing changed, but an answer older than this one must now count as stale.
+                    states[key] = (event, result.state)
                 continue
             states[key] = (event, result.state)
             pending.append(await self.match_deltas.send(key=key, value=codec.dumps(result.delta)))
             await self.match_snapshots.send(key=key, value=codec.dumps(result.state["snapshot"]))
             self.counters["deltas"] += 1
+            self.monitor.metrics.delta(result.delta)
         for fut in pending:
             await fut  # the delta is on the broker before the table moves on
         for key, (event, state) in states.items():
             with event_context(event):
                 self.matches[key] = codec.dumps(state)
 
-    async def _snapshot_sink(self, stream: faust.StreamT[bytes]) -> None:
+    async def recover(self, keys: list[bytes]) -> dict[bytes, MatchState]:
+        """The last state of matches the table does not hold, from Redis, then Postgres.
+
+        The table is rebuilt from its changelog after a restart or a rebalance; the
+        stores matter only when the changelog itself is gone (a broker that lost its
+        data), so that ``seq`` continues where the stored snapshots are instead of
+        starting again at 1.
+        """
+        if not self.sinks:
+            return {}
         from pipeline.sinks import write_with_retry
+
+        ids = [k.decode() for k in keys]
+        found = await write_with_retry("redis", lambda: self.stores.redis_snapshots.read(ids))
+        rest = [i for i in ids if i not in found]
+        if rest:
+            found.update(await write_with_retry(
+                "postgres", lambda: self.stores.history.read_snapshots(rest)))
+        if found:
+            log.info("recovered the state of %d matches from the stores", len(found))
+        return {mid.encode(): MatchState(snapshot=snap, seq=int(snap["seq"]),
+                                         fetched_at=float(snap["fetched_at"]))
+                for mid, snap in found.items()}
+
+    async def _snapshot_sink(self, stream: faust.StreamT[bytes]) -> None:
+        write_with_retry = self.monitor.metrics.write
 
         async for values in stream.take(500, within=0.05):
             snapshots = [codec.loads(v) for v in values]
@@ -186,7 +237,7 @@ class Pipeline:
                 "postgres", lambda: self.stores.history.write_snapshots(snapshots))
 
     async def _delta_sink(self, stream: faust.StreamT[bytes]) -> None:
-        from pipeline.sinks import write_with_retry
+        write_with_retry = self.monitor.metrics.write
 
         async for values in stream.take(500, within=0.05):
             deltas: list[Delta] = [codec.loads(v) for v in values]

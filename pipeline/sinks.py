@@ -107,6 +107,19 @@ class RedisSnapshots:
             raise SinkUnavailable("redis", exc, 1.0) from exc
         return sum(1 for r in results if r == 1)
 
+    async def read(self, ids: Sequence[str]) -> dict[str, Match]:
+        """The stored snapshots of ``ids`` (those Redis has)."""
+        if not ids:
+            return {}
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for mid in ids:
+                    pipe.hget(self.keys.match(mid), "json")
+                rows = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise SinkUnavailable("redis", exc, 1.0) from exc
+        return {mid: codec.loads(row) for mid, row in zip(ids, rows) if row is not None}
+
 
 class PostgresHistory:
     """``matches`` (current snapshot) and ``match_deltas`` (history) in Postgres."""
@@ -129,6 +142,7 @@ class PostgresHistory:
             " $3::timestamptz[], $4::text[], $5::text[]) AS u(m, q, t, k, d)"
             " ON CONFLICT (match_id, seq) DO NOTHING"
         )
+        self._read = f"SELECT id, snapshot::text AS snapshot FROM {s}.matches WHERE id = ANY($1::text[])"
 
     async def write_snapshots(self, snapshots: Sequence[Match]) -> None:
         latest: dict[str, Match] = {}
@@ -150,6 +164,17 @@ class PostgresHistory:
             [codec.dumps_str(m) for m in rows],
             [dt.datetime.fromtimestamp(m["updated_at"], utc) for m in rows],
         )
+
+    async def read_snapshots(self, ids: Sequence[str]) -> dict[str, Match]:
+        """The stored snapshots of ``ids`` (those Postgres has)."""
+        if not ids:
+            return {}
+        try:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(self._read, list(ids))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise SinkUnavailable("postgres", exc, 1.0) from exc
+        return {r["id"]: codec.loads(r["snapshot"]) for r in rows}
 
     async def write_deltas(self, deltas: Sequence[Delta]) -> None:
         unique: dict[tuple[str, int], Delta] = {(d["match_id"], d["seq"]): d for d in deltas}
