@@ -59,6 +59,7 @@ class Pipeline:
         self.settings = settings
         s = settings
         store = "memory://" if s.store == "memory" else "rocksdb://"
+        Path(s.data_dir).mkdir(parents=True, exist_ok=True)
         self.app = App(
             s.faust_id,
             broker=s.kafka_url,
@@ -96,7 +97,7 @@ class Pipeline:
         self.dead_letters = topic(topics.DEAD_LETTERS)
         self.matches = app.Table(
             "matches", partitions=s.partitions, key_type=bytes, value_type=bytes,
-            key_serializer="raw", value_serializer="raw", use_partitioner=True,
+            use_partitioner=True,
         )
         self.sinks = sinks
         self.counters: dict[str, int] = {"raw": 0, "updates": 0, "deltas": 0, "dead": 0, "skipped": 0}

@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply the Postgres schema")
 
+    status = sub.add_parser("status", help="live state: workers, lag, schedule, quota, clients, alerts")
+    status.add_argument("--json", action="store_true", help="print one JSON document")
+    status.add_argument("--watch", type=_positive_float, default=None, metavar="SECONDS",
+                        help="redraw every SECONDS until Ctrl-C")
+
     from pipeline import replay
 
     replay.add_arguments(sub.add_parser(
@@ -164,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(args.host, args.port, seed=args.seed, speed=args.speed, plan=args.plan,
             start=args.start, sizes=sizes)
         return 0
+    if args.command == "status":
+        from pipeline.status import run_status
+
+        return run_status(args, settings)
     if args.command == "migrate":
         from tables.migrate import migrate_url
 

@@ -118,7 +118,8 @@ def run_dev(args: argparse.Namespace, settings: Settings) -> int:
                                              "--start", repr(s.clock_start)],
                                base_env, log_dir))
         for i in range(args.workers):
-            env = {**base_env, "BTS_DATA_DIR": str(data / f"worker-{i}")}
+            env = {**base_env, "BTS_DATA_DIR": str(data / f"worker-{i}"),
+                   "WORKER_WEB_PORT": str(s.worker_web_port + i if s.worker_web_port else 0)}
             children.append(_spawn(f"worker-{i}", ["worker"], env, log_dir))
         edge_urls = []
         for i in range(args.edges):

@@ -233,6 +233,8 @@ class Poller(Service):
         raw = await self.clients[t.sport].fetch(t.endpoint, t.params)
         self.calls += 1
         quota = self.clients[t.sport].quota
+        if (monitor := getattr(self.pipeline, "monitor", None)) is not None:
+            monitor.metrics.upstream(raw, self.clients[t.sport])
         await budget.observe(self.clock.now(), quota.daily_remaining, quota.minute_remaining)
         await self.pipeline.raw_fetches.send(key=t.key.encode(), value=codec.dumps(raw),
                                              partition=partition)

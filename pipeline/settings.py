@@ -104,6 +104,15 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(name, raw, "true or false")
 
 
+def _secret(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if len(raw) > 256 or any(c.isspace() for c in raw):
+        raise SettingsError(name, "<hidden>", "1-256 characters without spaces")
+    return raw
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Everything a process needs to know about its surroundings."""
@@ -144,6 +153,22 @@ class Settings:
     data_dir: str = ".bts-data"
     log_format: str = "json"
     log_level: str = "info"
+    #: Where alerts are POSTed as Slack-compatible JSON; empty: nowhere.
+    alert_webhook_url: str = ""
+    #: Key of the /admin page; empty: the page is disabled.
+    admin_key: str = ""
+    #: The Pusher app served at ``/app/{key}`` (development defaults; set real ones in production).
+    pusher_app_id: str = "bts-guru"
+    pusher_app_key: str = "bts-guru-key"
+    pusher_app_secret: str = "bts-guru-secret"
+    #: TOML file of several Pusher apps; when set it replaces the single app above.
+    pusher_apps_file: str = ""
+    #: Whether Pusher clients may send ``client-*`` events (apps may override).
+    pusher_client_events: bool = False
+    #: Seconds of silence before a Pusher client should ping (sent in connection_established).
+    pusher_activity_timeout: int = 120
+    #: Seconds a silent Pusher connection has to answer the server's ping before 4201.
+    pusher_pong_timeout: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -175,6 +200,16 @@ class Settings:
             data_dir=e.get("BTS_DATA_DIR", cls.data_dir) or cls.data_dir,
             log_format=_choice(e, "LOG_FORMAT", cls.log_format, ("json", "text")),
             log_level=_choice(e, "LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")),
+            alert_webhook_url=_url(e, "ALERT_WEBHOOK_URL", ("http", "https"), ""),
+            admin_key=_secret(e, "ADMIN_KEY", ""),
+            pusher_app_id=_name(e, "PUSHER_APP_ID", cls.pusher_app_id),
+            pusher_app_key=_name(e, "PUSHER_APP_KEY", cls.pusher_app_key),
+            pusher_app_secret=_secret(e, "PUSHER_APP_SECRET", cls.pusher_app_secret),
+            pusher_apps_file=_file(e, "PUSHER_APPS_FILE"),
+            pusher_client_events=_bool(e, "PUSHER_CLIENT_EVENTS", cls.pusher_client_events),
+            pusher_activity_timeout=_int(e, "PUSHER_ACTIVITY_TIMEOUT", cls.pusher_activity_timeout,
+                                         1, 3600),
+            pusher_pong_timeout=_int(e, "PUSHER_PONG_TIMEOUT", cls.pusher_pong_timeout, 1, 600),
         )
         if "RAPIDAPI_KEY" in e and not values["apifootball_key"]:
             values["apifootball_key"] = e["RAPIDAPI_KEY"]
@@ -225,4 +260,13 @@ class Settings:
             "BTS_DATA_DIR": self.data_dir,
             "LOG_FORMAT": self.log_format,
             "LOG_LEVEL": self.log_level,
+            "ALERT_WEBHOOK_URL": self.alert_webhook_url,
+            "ADMIN_KEY": self.admin_key,
+            "PUSHER_APP_ID": self.pusher_app_id,
+            "PUSHER_APP_KEY": self.pusher_app_key,
+            "PUSHER_APP_SECRET": self.pusher_app_secret,
+            "PUSHER_APPS_FILE": self.pusher_apps_file,
+            "PUSHER_CLIENT_EVENTS": "1" if self.pusher_client_events else "0",
+            "PUSHER_ACTIVITY_TIMEOUT": str(self.pusher_activity_timeout),
+            "PUSHER_PONG_TIMEOUT": str(self.pusher_pong_timeout),
         }
