@@ -25,6 +25,7 @@ from faust.types import EventT
 
 from pipeline.diff import MatchState, diff
 from pipeline.normalise import normalise
+from pipeline.connections import faust_credentials
 from pipeline.settings import Settings
 from pipeline.transport import App
 from tables import codec, topics
@@ -66,7 +67,8 @@ class Pipeline:
             store=store,
             datadir=str(Path(s.data_dir) / "worker"),
             topic_partitions=s.partitions,
-            topic_replication_factor=1,
+            topic_replication_factor=s.kafka_replication_factor,
+            broker_credentials=faust_credentials(s),
             processing_guarantee="at_least_once",
             web_enabled=False,
             broker_session_timeout=10,

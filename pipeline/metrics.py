@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from pipeline.alerts import ERROR_WINDOW, Alerting, Observations
+from pipeline.connections import redis_client
 from pipeline.sinks import SinkUnavailable, write_with_retry
 from tables import topics
 from tables.records import IN_PLAY_PHASES, SPORTS
@@ -299,7 +300,7 @@ class Monitor(Service):
 
     async def on_start(self) -> None:
         s = self.settings
-        self.redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.redis = redis_client(s, socket_timeout=2, socket_connect_timeout=2)
         self.alerting.redis = self.redis
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from pipeline import targets as tg
 from pipeline.budget import QuotaBudget
 from pipeline.clock import ScaledClock
+from pipeline.connections import redis_client
 from pipeline.settings import Settings
 from tables import codec
 from tables.redis_keys import RedisKeys
@@ -81,7 +82,7 @@ class Poller(Service):
         from pipeline.providers.client import build_client
 
         s = self.settings
-        self.redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=5, socket_connect_timeout=3)
+        self.redis = redis_client(s, socket_timeout=5, socket_connect_timeout=3)
         for sport in SPORTS:
             provider = tg.PROVIDER_OF[sport]
             key = getattr(s, f"{provider}_key")

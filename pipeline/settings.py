@@ -78,12 +78,13 @@ def _name(env: Mapping[str, str], name: str, default: str) -> str:
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    raw = env.get(name, "").strip().lower()
+    raw = env.get(name, "").strip()
     if not raw:
         return default
-    if raw not in choices:
+    by_lower = {c.lower(): c for c in choices}
+    if raw.lower() not in by_lower:
         raise SettingsError(name, raw, "one of " + ", ".join(choices))
-    return raw
+    return by_lower[raw.lower()]
 
 
 def _file(env: Mapping[str, str], name: str) -> str:
@@ -102,6 +103,17 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise SettingsError(name, raw, "true or false")
+
+
+def _hostports(env: Mapping[str, str], name: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ""
+    for part in raw.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(name, raw, "comma-separated host:port pairs")
+    return raw
 
 
 def _secret(env: Mapping[str, str], name: str, default: str) -> str:
@@ -153,6 +165,18 @@ class Settings:
     data_dir: str = ".bts-data"
     log_format: str = "json"
     log_level: str = "info"
+    #: How workers and edges connect to the brokers (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL).
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    #: CA bundle of the brokers' certificates; empty: the system store.
+    kafka_ssl_cafile: str = ""
+    #: Replicas of the topics workers create (1 on a single broker, 3 on a cluster).
+    kafka_replication_factor: int = 1
+    #: Redis Sentinels, comma-separated host:port; empty: connect to REDIS_URL's host.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = "mymaster"
     #: Where alerts are POSTed as Slack-compatible JSON; empty: nowhere.
     alert_webhook_url: str = ""
     #: Key of the /admin page; empty: the page is disabled.
@@ -200,6 +224,18 @@ class Settings:
             data_dir=e.get("BTS_DATA_DIR", cls.data_dir) or cls.data_dir,
             log_format=_choice(e, "LOG_FORMAT", cls.log_format, ("json", "text")),
             log_level=_choice(e, "LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")),
+            kafka_security_protocol=_choice(
+                e, "KAFKA_SECURITY_PROTOCOL", cls.kafka_security_protocol,
+                ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
+            kafka_sasl_mechanism=_choice(e, "KAFKA_SASL_MECHANISM", cls.kafka_sasl_mechanism,
+                                         ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")),
+            kafka_sasl_username=e.get("KAFKA_SASL_USERNAME", "").strip(),
+            kafka_sasl_password=_secret(e, "KAFKA_SASL_PASSWORD", ""),
+            kafka_ssl_cafile=_file(e, "KAFKA_SSL_CAFILE"),
+            kafka_replication_factor=_int(e, "KAFKA_REPLICATION_FACTOR", cls.kafka_replication_factor,
+                                          1, 7),
+            redis_sentinels=_hostports(e, "REDIS_SENTINELS"),
+            redis_sentinel_master=_name(e, "REDIS_SENTINEL_MASTER", cls.redis_sentinel_master),
             alert_webhook_url=_url(e, "ALERT_WEBHOOK_URL", ("http", "https"), ""),
             admin_key=_secret(e, "ADMIN_KEY", ""),
             pusher_app_id=_name(e, "PUSHER_APP_ID", cls.pusher_app_id),
@@ -260,6 +296,14 @@ class Settings:
             "BTS_DATA_DIR": self.data_dir,
             "LOG_FORMAT": self.log_format,
             "LOG_LEVEL": self.log_level,
+            "KAFKA_SECURITY_PROTOCOL": self.kafka_security_protocol,
+            "KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+            "KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "KAFKA_REPLICATION_FACTOR": str(self.kafka_replication_factor),
+            "REDIS_SENTINELS": self.redis_sentinels,
+            "REDIS_SENTINEL_MASTER": self.redis_sentinel_master,
             "ALERT_WEBHOOK_URL": self.alert_webhook_url,
             "ADMIN_KEY": self.admin_key,
             "PUSHER_APP_ID": self.pusher_app_id,

@@ -22,6 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from pipeline.connections import aiokafka_options, redis_client
 from pipeline.settings import Settings
 
 STALE = 15.0
@@ -46,9 +47,11 @@ async def broker_lag(settings: Settings) -> dict[str, dict[str, int]]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                request_timeout_ms=int(BROKER_TIMEOUT * 1000))
+                                request_timeout_ms=int(BROKER_TIMEOUT * 1000),
+                                **aiokafka_options(settings))
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                request_timeout_ms=int(BROKER_TIMEOUT * 1000))
+                                request_timeout_ms=int(BROKER_TIMEOUT * 1000),
+                                **aiokafka_options(settings))
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(settings.faust_id)
@@ -71,8 +74,7 @@ async def collect(settings: Settings, *, redis: aioredis.Redis | None = None,
     """The status document (see the module docstring)."""
     now = time.time()
     own = redis is None
-    client = redis or aioredis.Redis.from_url(settings.redis_url, socket_timeout=3,
-                                               socket_connect_timeout=3)
+    client = redis or redis_client(settings, socket_timeout=3, socket_connect_timeout=3)
     p = settings.redis_prefix
     doc: dict[str, Any] = {"ts": now, "workers": [], "edges": [], "alerts": [], "errors": []}
     try:

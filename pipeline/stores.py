@@ -9,6 +9,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from mode import Service
 
+from pipeline.connections import redis_client
 from pipeline.settings import Settings
 from pipeline.sinks import PostgresHistory, RedisSnapshots
 from tables.migrate import migrate
@@ -31,8 +32,8 @@ class Stores(Service):
 
     async def on_start(self) -> None:
         s = self.settings
-        self.redis = aioredis.Redis.from_url(
-            s.redis_url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=10)
+        self.redis = redis_client(
+            s, socket_timeout=5, socket_connect_timeout=3, health_check_interval=10)
         self._redis_snapshots = RedisSnapshots(self.redis, self.keys)
         self.pool = await asyncpg.create_pool(
             s.database_url, min_size=0, max_size=4, command_timeout=30,
