@@ -102,6 +102,7 @@ class Pipeline:
             use_partitioner=True,
         )
         self.sinks = sinks
+        self._changelog_known = False
         self.counters: dict[str, int] = {"raw": 0, "updates": 0, "deltas": 0, "dead": 0, "skipped": 0}
         from pipeline.metrics import Monitor
 
@@ -202,9 +203,23 @@ class Pipeline:
             self.monitor.metrics.delta(result.delta)
         for fut in pending:
             await fut  # the delta is on the broker before the table moves on
+        if states and not self._changelog_known:
+            await self._learn_changelog()
         for key, (event, state) in states.items():
             with event_context(event):
                 self.matches[key] = codec.dumps(state)
+
+    async def _learn_changelog(self) -> None:
+        """Wait until the producer knows the changelog's partitions.
+
+        The table picks a changelog partition with the producer's partitioner,
+        which fails when the producer has no metadata for that topic yet (a
+        fresh broker, the first write of a worker).
+        """
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        topic = self.matches.changelog_topic.get_topic_name()
+        await producer.partitions_for(topic)
+        self._changelog_known = True
 
     async def recover(self, keys: list[bytes]) -> dict[bytes, MatchState]:
         """The last state of matches the table does not hold, from Redis, then Postgres.

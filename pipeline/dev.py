@@ -117,9 +117,10 @@ def run_dev(args: argparse.Namespace, settings: Settings) -> int:
                                              str(args.seed), "--speed", str(args.speed),
                                              "--start", repr(s.clock_start)],
                                base_env, log_dir))
+        worker_ports = [embedded.free_port() for _ in range(args.workers)]
         for i in range(args.workers):
             env = {**base_env, "BTS_DATA_DIR": str(data / f"worker-{i}"),
-                   "WORKER_WEB_PORT": str(s.worker_web_port + i if s.worker_web_port else 0)}
+                   "WORKER_WEB_PORT": str(worker_ports[i])}
             children.append(_spawn(f"worker-{i}", ["worker"], env, log_dir))
         edge_urls = []
         for i in range(args.edges):
@@ -138,6 +139,8 @@ def run_dev(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  demo page    {url}/")
             print(f"  SSE stream   {url}/v1/stream?channels=sport.football")
             print(f"  REST         {url}/v1/matches/{{id}}")
+        for i, port in enumerate(worker_ports):
+            print(f"  worker-{i}     http://127.0.0.1:{port}/metrics")
         print(f"  logs         {log_dir}", flush=True)
         while not stopping:
             for child in children:

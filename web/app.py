@@ -27,10 +27,13 @@ from starlette.responses import FileResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from pipeline.connections import aiokafka_options, redis_client
 from pipeline.settings import Settings
 from tables import topics
 from tables.redis_keys import RedisKeys
 from web import logs, rest, stream, ws
+from web import admin, metrics as monitoring
+from web.replay import replay as replay_history
 from web.ws import CLOSE_REVOKED
 from web.access import AccessMiddleware
 from web.auth import Authenticator
@@ -38,6 +41,9 @@ from web.errors import ApiError, handle_api_error, handle_http_error
 from web.feed import DeltaFeed
 from web.hub import Hub, Subscriber
 from web.limits import Limits
+from web.pusher import Apps, PusherServer
+from web.pusher import http_api as pusher_http
+from web.pusher.socket import pusher_endpoint
 from web.snapshots import SnapshotReader
 from web.tiers import Tier, load_tiers
 from web.usage import Usage
@@ -100,15 +106,16 @@ async def _refresh_streams(edge: Edge) -> None:
 def create_app(settings: Settings | None = None, *, heartbeat: int = 15) -> Starlette:
     settings = settings or Settings.from_env()
     tiers = load_tiers(settings.tiers_file or None)
+    pusher_apps = Apps.from_settings(settings)
     logs.install()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         s = settings
         hub = Hub()
-        feed = DeltaFeed(s.kafka_bootstrap, s.topic(topics.MATCH_DELTAS),
+        feed = DeltaFeed(s.kafka_bootstrap, s.topic(topics.MATCH_DELTAS), kafka=aiokafka_options(s),
                          fetch_wait_ms=s.fetch_wait_ms, on_entry=hub.publish)
-        redis = aioredis.Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        redis = redis_client(s, socket_timeout=2, socket_connect_timeout=2)
         pool = await asyncpg.create_pool(s.database_url, min_size=0, max_size=8, command_timeout=10)
         keys = RedisKeys(s.redis_prefix)
         auth = Authenticator(pool, s.db_schema, tiers)
@@ -117,16 +124,22 @@ def create_app(settings: Settings | None = None, *, heartbeat: int = 15) -> Star
                     auth, Limits(redis, s.redis_prefix), usage, tiers, heartbeat=heartbeat)
         auth.on_revoke.append(edge.revoke)
         app.state.edge = edge
+        pusher = PusherServer(edge, pusher_apps)
+        auth.on_revoke.append(pusher.revoke)
+        app.state.pusher = pusher
         await feed.start()
         await auth.start()
         await usage.start()
+        await pusher.start()
         jobs = [asyncio.create_task(_every(5, lambda: _publish_watch_counts(edge))),
                 asyncio.create_task(_every(15, lambda: _refresh_streams(edge)))]
+        jobs.append(monitoring.start(app, edge))
         try:
             yield
         finally:
             for job in jobs:
                 job.cancel()
+            await pusher.stop()
             for sub in list(hub.subscribers):
                 sub.close()
             await auth.stop()
@@ -141,11 +154,23 @@ def create_app(settings: Settings | None = None, *, heartbeat: int = 15) -> Star
     routes = [
         Route("/", index),
         Route("/healthz", rest.healthz),
+        *monitoring.routes(),
+        *admin.routes(),
         Route("/v1/sports", rest.sports),
         Route("/v1/matches/{match_id}", rest.match),
         Route("/v1/usage", rest.usage),
         Route("/v1/stream", stream.stream),
+        Route("/v1/replay", replay_history),
         WebSocketRoute("/v1/ws", ws.websocket_endpoint),
+        WebSocketRoute("/app/{key}", pusher_endpoint),
+        WebSocketRoute("/app/{key}/{rest:path}", pusher_endpoint),
+        Route("/pusher/auth", pusher_http.channel_auth, methods=["POST"]),
+        Route("/broadcasting/auth", pusher_http.channel_auth, methods=["POST"]),
+        Route("/apps/{app_id}/events", pusher_http.events, methods=["POST"]),
+        Route("/apps/{app_id}/batch_events", pusher_http.batch_events, methods=["POST"]),
+        Route("/apps/{app_id}/channels", pusher_http.channels),
+        Route("/apps/{app_id}/channels/{name}", pusher_http.channel),
+        Route("/apps/{app_id}/channels/{name}/users", pusher_http.channel_users),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
@@ -154,6 +179,7 @@ def create_app(settings: Settings | None = None, *, heartbeat: int = 15) -> Star
                    allow_headers=["Authorization", "X-API-Key", "Last-Event-ID", "Content-Type"],
                    expose_headers=["X-Cache", "ETag", "X-RateLimit-Limit", "X-RateLimit-Remaining",
                                    "X-RateLimit-Reset", "Retry-After"]),
+        Middleware(monitoring.RequestMetrics),
         Middleware(AccessMiddleware),
     ]
     return Starlette(

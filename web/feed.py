@@ -39,7 +39,9 @@ class DeltaFeed:
         window: int = 20_000,
         on_entry: Callable[[Entry], object] | None = None,
         from_beginning: bool = False,
+        kafka: dict[str, object] | None = None,
     ) -> None:
+        self.kafka = kafka or {}
         self.bootstrap = bootstrap
         self.topic = topic
         self.epoch = epoch
@@ -77,7 +79,7 @@ class DeltaFeed:
     async def _connect(self) -> AIOKafkaConsumer:
         while True:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+                bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None, **self.kafka,
                 fetch_max_wait_ms=self.fetch_wait_ms, auto_offset_reset="earliest",
                 max_partition_fetch_bytes=4 * 1024 * 1024,
             )
@@ -184,7 +186,7 @@ class DeltaFeed:
     async def history(self, cursor: Cursor, upto: list[int], limit: int = 100_000) -> list[Entry]:
         """Entries from ``cursor`` up to (not including) ``upto``, read back from the topic."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None, **self.kafka,
             fetch_max_wait_ms=self.fetch_wait_ms, auto_offset_reset="none",
         )
         await consumer.start()

@@ -39,6 +39,7 @@ class Entry:
     cursor: str
     _sse: bytes | None = None
     _ws: str | None = None
+    _pusher: str | None = None
 
     def sse(self) -> bytes:
         if self._sse is None:
@@ -51,6 +52,12 @@ class Entry:
                 '{"type":"delta","cursor":"' + self.cursor + '","data":' + self.data.decode() + "}"
             )
         return self._ws
+
+    def pusher_data(self) -> str:
+        """The delta as a JSON string literal: the ``data`` of a Pusher ``delta`` event."""
+        if self._pusher is None:
+            self._pusher = codec.dumps_str(self.data.decode())
+        return self._pusher
 
 
 @dataclass(eq=False)

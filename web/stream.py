@@ -113,6 +113,7 @@ async def admit(edge: Any, principal: Principal, channels: list[str], sub: Subsc
         if not principal.tier.allows_channel(ch):
             return "forbidden_channel"
     sub.key_id = principal.key_id
+    sub.principal = principal
     sub.client = principal.client
     sub.stream_id = f"{edge.edge_id}:{sub.id}"
     try:
