@@ -11,11 +11,13 @@ the table. A crash in between can only make a restarted worker emit the same
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import random
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from faust.types import EventT
 
 from pipeline.diff import MatchState, diff
 from pipeline.normalise import normalise
-from pipeline.connections import faust_credentials
+from pipeline.connections import aiokafka_options, faust_credentials
 from pipeline.settings import Settings
 from pipeline.transport import App
 from tables import codec, topics
@@ -51,6 +53,29 @@ def dead_letter(stage: str, reason: str, error_type: str, body: bytes | str, **f
         provider=fields.get("provider"), sport=fields.get("sport"),
         endpoint=fields.get("endpoint"), body=text, ts=time.time(),
     )
+
+
+async def until_done(stage: str, step: Callable[[], Awaitable[None]]) -> None:
+    """Run ``step`` until it succeeds.
+
+    An agent that raised would be restarted by Faust without the events it was
+    holding, so a failure (the broker or a store briefly away) is retried here
+    instead, with capped exponential backoff. Bad records never get here: they
+    are turned into dead letters where they are found. A retried step may send
+    a delta again with the same (match id, seq), which consumers drop.
+    """
+    attempt = 0
+    while True:
+        try:
+            await step()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - retried, never dropped
+            attempt += 1
+            delay = random.uniform(0, min(5.0, 0.1 * 2**attempt))
+            log.exception("%s failed (attempt %d), retrying in %.2fs", stage, attempt, delay)
+            await asyncio.sleep(delay)
 
 
 class Pipeline:
@@ -83,6 +108,8 @@ class Pipeline:
             table_cleanup_interval=60.0,
         )
         self.app.fetch_wait_ms = s.fetch_wait_ms
+        self.app.kafka_bootstrap = s.kafka_bootstrap
+        self.app.kafka_options = aiokafka_options(s)
         app = self.app
 
         def topic(name: str, **kw: Any) -> faust.TopicT:
@@ -129,7 +156,7 @@ class Pipeline:
     async def _normalise_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for value in stream:
             self.counters["raw"] += 1
-            await self.handle_raw(value)
+            await until_done("normalise", lambda: self.handle_raw(value))
 
     async def handle_raw(self, value: bytes) -> None:
         try:
@@ -152,7 +179,7 @@ class Pipeline:
 
     async def _detect_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(500, within=0.005):
-            await self.detect_batch(events)
+            await until_done("detect", lambda: self.detect_batch(events))
 
     async def detect_batch(self, events: list[EventT]) -> None:
         now = time.time()
@@ -233,6 +260,8 @@ class Pipeline:
             return {}
         from pipeline.sinks import write_with_retry
 
+        await self.stores.ready.wait()
+
         ids = [k.decode() for k in keys]
         found = await write_with_retry("redis", lambda: self.stores.redis_snapshots.read(ids))
         rest = [i for i in ids if i not in found]
@@ -245,11 +274,28 @@ class Pipeline:
                                          fetched_at=float(snap["fetched_at"]))
                 for mid, snap in found.items()}
 
+    async def _decode_all(self, stage: str, values: list[bytes]) -> list[Any]:
+        """The records of a batch; one that is not a JSON object goes to dead-letters."""
+        out = []
+        for value in values:
+            try:
+                record = codec.loads(value)
+                if not isinstance(record, dict):
+                    raise TypeError("record is not a JSON object")
+            except (codec.DecodeError, TypeError) as exc:
+                self.counters["dead"] += 1
+                await self.dead_letters.send(value=codec.dumps(
+                    dead_letter(stage, str(exc), type(exc).__name__, value)))
+                continue
+            out.append(record)
+        return out
+
     async def _snapshot_sink(self, stream: faust.StreamT[bytes]) -> None:
         write_with_retry = self.monitor.metrics.write
 
+        await self.stores.ready.wait()
         async for values in stream.take(500, within=0.05):
-            snapshots = [codec.loads(v) for v in values]
+            snapshots: list[Match] = await self._decode_all("snapshot-sink", values)
             await write_with_retry("redis", lambda: self.stores.redis_snapshots.write(snapshots))
             await write_with_retry(
                 "postgres", lambda: self.stores.history.write_snapshots(snapshots))
@@ -257,8 +303,9 @@ class Pipeline:
     async def _delta_sink(self, stream: faust.StreamT[bytes]) -> None:
         write_with_retry = self.monitor.metrics.write
 
+        await self.stores.ready.wait()
         async for values in stream.take(500, within=0.05):
-            deltas: list[Delta] = [codec.loads(v) for v in values]
+            deltas: list[Delta] = await self._decode_all("delta-sink", values)
             await write_with_retry("postgres", lambda: self.stores.history.write_deltas(deltas))
 
 

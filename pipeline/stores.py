@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -29,6 +30,8 @@ class Stores(Service):
         self.pool: asyncpg.Pool | None = None
         self._redis_snapshots: RedisSnapshots | None = None
         self._history: PostgresHistory | None = None
+        #: Set once the clients exist (agents may start before this service).
+        self.ready = asyncio.Event()
 
     async def on_start(self) -> None:
         s = self.settings
@@ -45,6 +48,7 @@ class Stores(Service):
             # The sinks retry until Postgres answers; the schema is applied by `migrate` or `dev`.
             log.warning("postgres unavailable at start, sinks will retry: %r", exc)
         self._history = PostgresHistory(self.pool, s.db_schema)
+        self.ready.set()
 
     async def on_stop(self) -> None:
         if self.redis is not None:

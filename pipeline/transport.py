@@ -1,17 +1,33 @@
-"""The Kafka transport of our Faust app, with the fetch wait as a setting.
+"""The Kafka transport of our Faust app: the fetch wait as a setting, and checked end offsets.
 
 Faust's aiokafka driver hard-codes ``fetch_max_wait_ms=1500`` for worker
 consumers. Brokers that hold a fetch for part of that wait even when data is
 ready (the embedded one holds about half of it) then add that much latency to
-every hop of the pipeline. This module changes nothing else in the driver.
+every hop of the pipeline.
+
+Table recovery reads a changelog up to the end offsets the broker reports. Some
+Kafka-compatible brokers (the embedded one among them) report the end of a
+partition as one past the *first* record of the last batch written, so a
+recovery would stop short and a restarted worker would hold a table older than
+the deltas it already emitted. The end offsets used for recovery are therefore
+checked by reading on from the reported end until nothing more comes. With a
+broker that reports them right this costs one empty fetch per recovery.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+log = logging.getLogger(__name__)
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -19,6 +35,46 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_wait_ms", 1500)
         return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        reported = dict(await super()._highwaters(partitions))
+        bootstrap = getattr(self.app, "kafka_bootstrap", None)
+        if not reported or bootstrap is None:
+            return reported
+        return await true_end_offsets(bootstrap, getattr(self.app, "kafka_options", {}), reported)
+
+
+async def true_end_offsets(bootstrap: str, options: Mapping[str, Any],
+                           reported: Mapping[TP, int], budget: float = 3.0) -> dict[TP, int]:
+    """``reported`` end offsets, moved past any record found at or after them."""
+    ends = dict(reported)
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             enable_auto_commit=False, fetch_max_wait_ms=20, **options)
+    await probe.start()
+    try:
+        tps = [TopicPartition(tp.topic, tp.partition) for tp in ends]
+        probe.assign(tps)
+        for tp, end in zip(tps, ends.values()):
+            probe.seek(tp, end)
+        deadline = time.monotonic() + budget
+        first = True
+        while time.monotonic() < deadline:
+            batch = await probe.getmany(timeout_ms=400 if first else 150)
+            first = False
+            if not any(batch.values()):
+                break
+            for tp, records in batch.items():
+                key = TP(tp.topic, tp.partition)
+                ends[key] = max(ends[key], records[-1].offset + 1)
+    except KafkaError as exc:
+        log.warning("could not check end offsets, using the broker's: %r", exc)
+        return dict(reported)
+    finally:
+        await probe.stop()
+    moved = {tp: (reported[tp], ends[tp]) for tp in ends if ends[tp] != reported[tp]}
+    if moved:
+        log.info("end offsets corrected after reading on: %s", moved)
+    return ends
 
 
 class _Consumer(faust_aiokafka.Consumer):
@@ -34,6 +90,9 @@ class App(faust.App):
     """A Faust app whose worker consumers use ``fetch_wait_ms``."""
 
     fetch_wait_ms: int = 1500
+    #: Where and how to reach the brokers to check end offsets (None: trust the broker).
+    kafka_bootstrap: str | None = None
+    kafka_options: dict[str, Any] = {}
 
     def add_service(self, service: Any) -> None:
         """Start and stop an already built ``mode.Service`` with the app."""

@@ -33,6 +33,7 @@ from tables import topics
 from tables.redis_keys import RedisKeys
 from web import logs, rest, stream, ws
 from web import admin, metrics as monitoring
+from web import openapi
 from web.replay import replay as replay_history
 from web.ws import CLOSE_REVOKED
 from web.access import AccessMiddleware
@@ -154,10 +155,15 @@ def create_app(settings: Settings | None = None, *, heartbeat: int = 15) -> Star
     routes = [
         Route("/", index),
         Route("/healthz", rest.healthz),
+        Route("/openapi.json", openapi.openapi_json),
+        Route("/docs", openapi.docs),
         *monitoring.routes(),
         *admin.routes(),
         Route("/v1/sports", rest.sports),
+        Route("/v1/leagues", rest.leagues),
+        Route("/v1/matches", rest.matches),
         Route("/v1/matches/{match_id}", rest.match),
+        Route("/v1/matches/{match_id}/deltas", rest.deltas),
         Route("/v1/usage", rest.usage),
         Route("/v1/stream", stream.stream),
         Route("/v1/replay", replay_history),

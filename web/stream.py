@@ -9,6 +9,7 @@ missed, in order, then continues live; when that history is gone the client gets
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -128,14 +129,30 @@ async def admit(edge: Any, principal: Principal, channels: list[str], sub: Subsc
     return None
 
 
+#: stream slots being freed (a reference keeps each task alive until it is done)
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def _close_stream(edge: Any, client: str, stream_id: str) -> None:
+    try:
+        await edge.limits.close_stream(client, stream_id)
+    except (RedisError, OSError):
+        pass
+
+
 async def release(edge: Any, sub: Subscriber) -> None:
     edge.hub.remove(sub)
     edge.usage.stream_closed(sub.id)
     if sub.client:
-        try:
-            await edge.limits.close_stream(sub.client, sub.stream_id)
-        except (RedisError, OSError):
-            pass
+        # When the client goes away the connection's task is being cancelled and any
+        # await here would be cancelled too, leaving the slot counted until it expires:
+        # free it in a task of its own.
+        task = asyncio.get_running_loop().create_task(
+            _close_stream(edge, sub.client, sub.stream_id))
+        sub.client = ""
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+        await asyncio.shield(task)
 
 
 async def stream(request: Request) -> Response:
