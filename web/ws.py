@@ -99,9 +99,13 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     bad = 0
     try:
         while True:
-            text = await ws.receive_text()
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code") or 1000)
             try:
-                frame = parse_frame(text)
+                if message.get("text") is None:
+                    raise FrameError("bad_frame", "frames are JSON text, not binary")
+                frame = parse_frame(message["text"])
             except FrameError as exc:
                 bad += 1
                 await _send(ws, frame_json("error", code=exc.code, message=exc.message))

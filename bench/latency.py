@@ -1,0 +1,115 @@
+"""End-to-end latency: raw record → normalise → detect → ``match-deltas`` → edge → SSE / WS client.
+
+A real worker (``bts-guru worker``, sinks included) and a real edge run as processes;
+raw fetches are sent to ``raw-fetches`` at a fixed rate, each changing one match, with
+the send time as ``fetched_at``. The clients (another process, 5 SSE + 5 WebSocket on
+``sport.football``) record arrival time minus ``fetched_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from bench import common, data
+from bench.common import Row, log
+from tables import codec
+
+TOPICS = ("raw-fetches", "match-updates", "match-deltas", "match-snapshots", "dead-letters")
+CLIENTS = 5
+
+
+def base_items(n: int) -> list[dict[str, Any]]:
+    w = data.world({"football": max(60, n * 2), "basketball": 1, "hockey": 1})
+    at = data.busiest(w)
+    items = [data.item(m, "football", at) for m in w.matches("football") if m.is_live(at)]
+    while len(items) < n:
+        clone = copy.deepcopy(items[len(items) % len(items)])
+        clone["fixture"]["id"] = 5_000_000 + len(items)
+        items.append(clone)
+    return items[:n]
+
+
+class Source:
+    """Raw fetches, each one a new score for one of ``n`` matches."""
+
+    def __init__(self, n: int) -> None:
+        self.items = base_items(n)
+        self.count = [0] * len(self.items)
+        self.i = 0
+
+    def next(self) -> tuple[bytes, bytes]:
+        k = self.i % len(self.items)
+        self.i += 1
+        self.count[k] += 1
+        it = self.items[k]
+        it["goals"]["home"] = self.count[k]
+        raw = data.raw_fetch("football", {"live": "all"}, [it], time.time())
+        return f"bench:{it['fixture']['id']}".encode(), codec.dumps(raw)
+
+
+async def send(producer: AIOKafkaProducer, topic: str, source: Source, rate: float,
+               seconds: float) -> int:
+    total = int(rate * seconds)
+    t0 = time.perf_counter()
+    for i in range(total):
+        ahead = t0 + i / rate - time.perf_counter()
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        key, value = source.next()
+        await producer.send(topic, value, key=key)
+    await producer.flush()
+    return total
+
+
+async def run(env: common.Env, workdir: Path, quick: bool) -> list[Row]:
+    seconds = 3.0 if quick else 10.0
+    s = env.settings("lat")
+    await common.prepare(s, TOPICS)
+    worker = common.Proc.cli("lat-worker", ["worker"], s, workdir / "logs")
+    edge, url = common.start_edge(s, workdir / "logs", "lat-edge")
+    talker = common.clients_proc("lat-clients", workdir / "logs")
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=0)
+    await producer.start()
+    topic = s.topic("raw-fetches")
+    rows: list[Row] = []
+    try:
+        await common.edge_ready(s, url, edge)
+        got = await talker.ask({"op": "connect", "host": "127.0.0.1", "port": url.rsplit(":", 1)[1],
+                                "sse": CLIENTS, "ws": CLIENTS, "mode": "latency"}, timeout=60)
+        source = Source(200)
+        # warm up: every match once (its created delta), until the clients see them
+        await talker.ask({"op": "reset"})
+        n = await send(producer, topic, source, 200, 1.0)
+        r = await talker.ask({"op": "wait", "frames": n * 2 * CLIENTS, "timeout": 90}, timeout=120)
+        if r["frames"] < n * 2 * CLIENTS:
+            raise RuntimeError(f"warm-up: {r['frames']} of {n * 2 * CLIENTS} deliveries; worker:\n"
+                               + worker.log()[-2000:])
+        for rate in (100, 1000):
+            await talker.ask({"op": "reset"})
+            n = await send(producer, topic, source, rate, seconds)
+            r = await talker.ask({"op": "wait", "frames": n * 2 * CLIENTS, "timeout": 60, "idle": 5},
+                                 timeout=120)
+            for kind, name in (("sse", "SSE"), ("ws", "WebSocket")):
+                lat = [x * 1000 for x in r["lat"][kind]]
+                p50, p99 = common.pct(lat, 50), common.pct(lat, 99)
+                complete = len(lat) == n * CLIENTS
+                log(f"latency {rate}/s {kind}: p50 {p50} p99 {p99} ({len(lat)} of {n * CLIENTS})")
+                rows.append(Row("latency", f"end-to-end raw record → {name} client at {rate:,} "
+                                "deltas/s: p99", p99, "ms", reference=f"p50 {common.fmt(p50, 'ms')}",
+                                target="≤ 100 ms", ok=None if p99 is None else p99 <= 100 and complete,
+                                note=f"{len(lat):,} of {n * CLIENTS:,} deliveries, "
+                                     f"max {common.fmt(max(lat) if lat else None, 'ms')}"))
+    finally:
+        await producer.stop()
+        talker.send({"op": "quit"})
+        talker.proc.stop()
+        edge.stop()
+        worker.stop()
+        await common.cleanup(s)
+    return rows

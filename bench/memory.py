@@ -1,0 +1,65 @@
+"""Memory per idle connection on the edge: RSS growth / N, against a plain asyncio server.
+
+Half the connections are SSE, half WebSocket (subscribed to one channel). The
+reference is :mod:`bench.rawserver`, which holds the same connections with nothing
+but a protocol object each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bench import common
+from bench.common import Row, Talker, log
+
+
+async def measure(proc: common.Proc, talker: Talker, port: int | str, n: int) -> float:
+    await asyncio.sleep(1.0)
+    before = proc.rss()
+    got = await talker.ask({"op": "connect", "host": "127.0.0.1", "port": port, "sse": n // 2,
+                            "ws": n - n // 2, "mode": "count", "concurrency": 100}, timeout=300)
+    await asyncio.sleep(2.0)
+    after = proc.rss()
+    if got["failed"]:
+        log(f"memory: {got['failed']} connections failed")
+    return (after - before) / max(1, got["connected"])
+
+
+async def run(env: common.Env, workdir: Path, quick: bool) -> list[Row]:
+    n = 400 if quick else 2000
+    s = env.settings("mem")
+    await common.prepare(s)
+    edge, url = common.start_edge(s, workdir / "logs")
+    talker = common.clients_proc("mem-clients", workdir / "logs")
+    try:
+        await common.edge_ready(s, url, edge)
+        # one connection first, so what is paid once (imports, caches) is not counted
+        warm = common.clients_proc("mem-warm", workdir / "logs")
+        await warm.ask({"op": "connect", "host": "127.0.0.1", "port": url.rsplit(":", 1)[1],
+                        "sse": 5, "ws": 5})
+        per_edge = await measure(edge, talker, url.rsplit(":", 1)[1], n)
+        warm.send({"op": "quit"})
+        warm.proc.stop()
+    finally:
+        talker.send({"op": "quit"})
+        talker.proc.stop()
+        edge.stop()
+        await common.cleanup(s)
+    server = Talker(common.Proc.module("mem-rawserver", "bench.rawserver", [], workdir / "logs",
+                                       stdin=True))
+    talker = common.clients_proc("mem-raw-clients", workdir / "logs")
+    try:
+        port = (await server.read(30))["port"]
+        per_raw = await measure(server.proc, talker, port, n)
+    finally:
+        talker.send({"op": "quit"})
+        server.send({"op": "quit"})
+        talker.proc.stop()
+        server.proc.stop()
+    kib = per_edge / 1024
+    log(f"memory: edge {kib:.1f} KiB/conn, raw {per_raw / 1024:.1f} KiB/conn")
+    return [Row("memory", f"memory per idle connection on the edge ({n:,}, half SSE half WS)",
+                kib, "KiB", reference=f"plain asyncio socket {per_raw / 1024:.1f} KiB",
+                target="≤ 20 KiB", ratio=per_edge / per_raw if per_raw > 0 else None,
+                ok=kib <= 20)]

@@ -1,0 +1,158 @@
+"""Pipeline throughput: match updates/s through normalise + diff + emit on Faust workers.
+
+The workers are ``bts-guru worker`` processes (their poller idle: no provider keys),
+so the Redis and Postgres sinks run in them too.
+
+Raw fetches (live answers per league drawn from the simulator, a few hours of a busy
+day) are sent to ``raw-fetches`` once the workers are up and their group has settled;
+the figure is updates / (last delta on ``match-deltas`` - first raw record sent). The
+reference is the same pure functions (decode, normalise, diff, encode what would be
+sent) in a plain loop over the same bytes, in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bench import common, data
+from bench.common import Row, log
+from pipeline.diff import diff
+from pipeline.normalise import normalise
+from tables import codec
+
+TOPICS = ("raw-fetches", "match-updates", "match-deltas", "match-snapshots", "dead-letters")
+
+
+def dataset(quick: bool) -> list[tuple[bytes, bytes]]:
+    w = data.world({"football": 300, "basketball": 150, "hockey": 150})
+    start = data.busiest(w) - 1800
+    steps = 40 if quick else 240
+    return [(k.encode(), codec.dumps(r)) for k, r in data.live_by_league(w, start, steps, 30.0)]
+
+
+def plain_loop(records: list[tuple[bytes, bytes]]) -> tuple[float, int, int]:
+    """(updates/s, updates, deltas) of the pure functions over ``records``."""
+    state: dict[str, Any] = {}
+    updates = deltas = 0
+    t0 = time.perf_counter()
+    for _key, value in records:
+        result = normalise(codec.loads(value))
+        now = time.time()
+        for match in result.matches:
+            updates += 1
+            key = match["id"]
+            codec.dumps(match)
+            r = diff(state.get(key), match, now=now)
+            if r.delta is not None and r.state is not None:
+                state[key] = r.state
+                codec.dumps(r.delta)
+                codec.dumps(r.state["snapshot"])
+                codec.dumps(r.state)
+                deltas += 1
+    return updates / (time.perf_counter() - t0), updates, deltas
+
+
+def count_deltas(records: list[tuple[bytes, bytes]]) -> int:
+    return plain_loop(records)[2]
+
+
+async def topics_made(consumer: AIOKafkaConsumer, names: list[str], procs: list[common.Proc],
+                      timeout: float = 60.0) -> None:
+    """Wait until the workers have created their topics."""
+    deadline = time.monotonic() + timeout
+    while not set(names) <= await consumer.topics():
+        if time.monotonic() > deadline or not all(p.alive() for p in procs):
+            raise RuntimeError("workers did not create their topics:\n" + procs[0].log()[-3000:])
+        await asyncio.sleep(0.5)
+
+
+async def through_workers(env: common.Env, workdir: Path, name: str, workers: int,
+                          records: list[tuple[bytes, bytes]], warm: int, expected: int,
+                          updates: int) -> tuple[float | None, str]:
+    s = env.settings(name, partitions=8)
+    await common.prepare(s, (), migrate=True)
+    procs = [common.Proc.cli(f"{name}-worker-{i}", ["worker"], s, workdir / "logs")
+             for i in range(workers)]
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=5,
+                                max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None,
+                                enable_auto_commit=False, fetch_max_wait_ms=10)
+    await producer.start()
+    await consumer.start()
+    topic = s.topic("raw-fetches")
+    try:
+        await topics_made(consumer, [s.topic("raw-fetches"), s.topic("match-deltas")], procs)
+        tps = [TopicPartition(s.topic("match-deltas"), p) for p in range(s.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        # warm up: the first records, until their deltas are out
+        for key, value in records[:warm]:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+        seen = 0
+        deadline = time.monotonic() + 120
+        warm_deltas = count_deltas(records[:warm])
+        while seen < warm_deltas:
+            if time.monotonic() > deadline or not all(p.alive() for p in procs):
+                raise RuntimeError("workers did not process the warm-up:\n"
+                                   + procs[0].log()[-3000:])
+            batch = await consumer.getmany(timeout_ms=500)
+            seen += sum(len(v) for v in batch.values())
+        log(f"{name}: warm-up done ({seen} deltas)")
+        # let the group settle: later workers join and take partitions over
+        await asyncio.sleep(2.0 if workers == 1 else 15.0)
+        target = warm_deltas + expected
+        t0 = time.perf_counter()
+        futs = [await producer.send(topic, value, key=key) for key, value in records[warm:]]
+        await producer.flush()
+        sent = time.perf_counter() - t0
+        log(f"{name}: bulk sent in {sent:.1f} s")
+        last = t0
+        deadline = time.monotonic() + 600
+        while seen < target and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            n = sum(len(v) for v in batch.values())
+            if n:
+                seen += n
+                last = time.perf_counter()
+            elif time.perf_counter() - last > 20:
+                break
+        del futs
+        elapsed = last - t0
+        note = (f"{updates:,} updates, {seen - warm_deltas:,} of {expected:,} deltas, "
+                f"sent in {sent:.1f} s, done in {elapsed:.1f} s")
+        if seen < target:
+            return None, note + " (incomplete)"
+        return updates / elapsed, note
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        for p in procs:
+            p.stop()
+        await common.cleanup(s)
+
+
+def split(quick: bool) -> tuple[list[tuple[bytes, bytes]], int, int, int]:
+    records = dataset(quick)
+    warm = 20
+    rest = records[warm:]
+    _, updates, _ = plain_loop(rest)
+    expected = count_deltas(records) - count_deltas(records[:warm])
+    return records, warm, updates, expected
+
+
+async def run(env: common.Env, workdir: Path, quick: bool) -> list[Row]:
+    records, warm, updates, expected = split(quick)
+    ref = max(plain_loop(records[warm:])[0] for _ in range(2 if quick else 3))
+    log(f"pipeline: {len(records):,} raw records, plain loop {ref:,.0f} updates/s")
+    value, note = await through_workers(env, workdir, "pipe1", 1, records, warm, expected, updates)
+    ratio = value / ref if value else None
+    log(f"pipeline: one worker {value} updates/s ({note})")
+    return [Row("pipeline", "pipeline: match updates/s through normalise + diff + emit, one worker",
+                value, "/s", reference=f"plain loop {common.fmt(ref, '/s')}", target="ratio ≥ 0.5",
+                ratio=ratio, ok=None if ratio is None else ratio >= 0.5, note=note)]
