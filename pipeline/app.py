@@ -206,7 +206,14 @@ class Pipeline:
             known.update(await self.recover(missing))
         states: dict[bytes, tuple[EventT, MatchState]] = {}
         pending = []
+        owned = self._assigned()
         for event, key, match in decoded:
+            if owned is not None and event.message.tp not in owned:
+                # The group moved this partition away (a rebalance while this worker
+                # was busy): its new owner processes the event; a delta from here
+                # could take a seq the new owner also takes.
+                self.counters["fenced"] = self.counters.get("fenced", 0) + 1
+                continue
             prev = states[key][1] if key in states else known.get(key)
             try:
                 result = diff(prev, match, now=now)
@@ -235,6 +242,13 @@ class Pipeline:
         for key, (event, state) in states.items():
             with event_context(event):
                 self.matches[key] = codec.dumps(state)
+
+    def _assigned(self) -> set[Any] | None:
+        """The partitions this worker holds now, or None when that cannot be told."""
+        try:
+            return set(self.app.consumer.assignment())
+        except Exception:  # noqa: BLE001 - no consumer yet (unit tests drive detect_batch)
+            return None
 
     async def _learn_changelog(self) -> None:
         """Wait until the producer knows the changelog's partitions.
