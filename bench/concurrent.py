@@ -60,7 +60,8 @@ async def run(env: common.Env, workdir: Path, quick: bool) -> list[Row]:
         p50, p99 = common.pct(lat, 50), common.pct(lat, 99)
         complete = len(lat) == connected * deltas
         log(f"concurrent: p50 {p50}, p99 {p99}, reach-all {reach_all}")
-        ms = (lambda x: None if x is None else x * 1000)
+        def ms(x: float | None) -> float | None:
+            return None if x is None else x * 1000
         return [
             Row("concurrent", f"concurrent clients connected to one edge (SSE + WS, {PROCESSES} "
                 "client processes)", connected, "", target=f"{total:,}",

@@ -8,7 +8,6 @@ same number of sockets.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 

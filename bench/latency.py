@@ -80,7 +80,7 @@ async def run(env: common.Env, workdir: Path, quick: bool) -> list[Row]:
     rows: list[Row] = []
     try:
         await common.edge_ready(s, url, edge)
-        got = await talker.ask({"op": "connect", "host": "127.0.0.1", "port": url.rsplit(":", 1)[1],
+        await talker.ask({"op": "connect", "host": "127.0.0.1", "port": url.rsplit(":", 1)[1],
                                 "sse": CLIENTS, "ws": CLIENTS, "mode": "latency"}, timeout=60)
         source = Source(200)
         # warm up: every match once (its created delta), until the clients see them

@@ -14,7 +14,6 @@ seconds, so that run's staleness is reported but not judged).
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import json
 import time

@@ -36,7 +36,7 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], default: s
     if parsed.scheme not in schemes or not (parsed.hostname or parsed.path):
         raise SettingsError(name, value, f"a URL starting with {' or '.join(s + '://' for s in schemes)}")
     try:
-        parsed.port
+        _ = parsed.port
     except ValueError:
         raise SettingsError(name, value, "a URL with a numeric port") from None
     return value

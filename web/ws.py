@@ -95,7 +95,9 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         return
     sub.principal = principal
     edge.hub.add(sub)
+    receiver = asyncio.current_task()
     sender = asyncio.create_task(_send_loop(ws, edge, sub))
+    sender.add_done_callback(lambda t: _stop_receiving(t, receiver))
     bad = 0
     try:
         while True:
@@ -115,13 +117,26 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                 continue
             bad = 0
             await _handle(ws, edge, sub, frame)
-    except (WebSocketDisconnect, RuntimeError):
+    except (WebSocketDisconnect, RuntimeError, SlowClient):
         pass
+    except asyncio.CancelledError:
+        if not (sender.done() and not sender.cancelled() and sender.exception() is not None):
+            raise
+        # The sender gave up on a client that reads nothing: end the connection.
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
     finally:
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
         await release(edge, sub)
+
+
+def _stop_receiving(sender: asyncio.Task[None], receiver: asyncio.Task[Any] | None) -> None:
+    """When the sender failed (a client that reads nothing), stop waiting for its frames."""
+    if receiver is not None and not sender.cancelled() and sender.exception() is not None:
+        receiver.cancel()
 
 
 async def _handle(ws: WebSocket, edge: Any, sub: Subscriber, frame: dict[str, Any]) -> None:
@@ -164,8 +179,19 @@ async def _send_snapshots(ws: WebSocket, edge: Any, channels: list[str], kind: s
             await _send(ws, '{"type":"' + kind + '","data":' + codec.dumps_str(snap) + "}")
 
 
+class SlowClient(Exception):
+    """A frame could not be written within :data:`SEND_TIMEOUT`: the client reads nothing."""
+
+
+#: Seconds a frame may wait for a client that does not read before it is disconnected.
+SEND_TIMEOUT = 30.0
+
+
 async def _send(ws: WebSocket, text: str) -> None:
-    await ws.send_text(text)
+    try:
+        await asyncio.wait_for(ws.send_text(text), SEND_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise SlowClient from None
 
 
 async def _send_loop(ws: WebSocket, edge: Any, sub: Subscriber) -> None:

@@ -604,7 +604,7 @@ class FootballMatch:
             for _ in range(added[side]):
                 place(side, "goal", ("ET1", "ET2"), (1, 1), rng.choices(
                     ("Normal Goal", "Penalty"), weights=(85, 15))[0])
-            for i in range(rng.choice((3, 4, 4, 5, 5))):
+            for _ in range(rng.choice((3, 4, 4, 5, 5))):
                 place(side, "sub", ("2H",), (1,), lo=10)
             if et and rng.random() < 0.7:
                 place(side, "sub", ("ET1", "ET2"), (1, 1))
