@@ -425,7 +425,22 @@ async def test_protocol_codes_ping_stale_connections_and_drain(pusher_env):
         assert (await recv(ws, "pusher:error"))["data"]["code"] == 4301
         return ws
 
-    _, ws = await asyncio.gather(stale(), lively())
+    ws = await lively()
+
+    async def keep_alive() -> None:
+        # Answer the server's pings while the stale connection runs out its time.
+        while True:
+            frame = await recv(ws)
+            if frame["event"] == "pusher:ping":
+                await ws.send(json.dumps({"event": "pusher:pong", "data": {}}))
+
+    answering = asyncio.ensure_future(keep_alive())
+    try:
+        await stale()
+    finally:
+        answering.cancel()
+        with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
+            await answering
     try:
         env.procs[0].process.send_signal(15)
         with pytest.raises(websockets.ConnectionClosed) as closed:
