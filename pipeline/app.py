@@ -237,7 +237,7 @@ class Pipeline:
             self.monitor.metrics.delta(result.delta)
         for fut in pending:
             await fut  # the delta is on the broker before the table moves on
-        if states and not self._changelog_known:
+        if states:
             await self._learn_changelog()
         for key, (event, state) in states.items():
             with event_context(event):
@@ -251,16 +251,20 @@ class Pipeline:
             return None
 
     async def _learn_changelog(self) -> None:
-        """Wait until the producer knows the changelog's partitions.
+        """Make sure the producer knows, and keeps knowing, the changelog's partitions.
 
         The table picks a changelog partition with the producer's partitioner,
-        which fails when the producer has no metadata for that topic yet (a
-        fresh broker, the first write of a worker).
+        which fails when the producer's metadata lacks that topic: on a fresh
+        broker, and whenever the client refreshes metadata only for the topics it
+        tracks, which the table's writes alone never add to.
         """
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         topic = self.matches.changelog_topic.get_topic_name()
-        await producer.partitions_for(topic)
-        self._changelog_known = True
+        if not self._changelog_known:
+            producer.client.add_topic(topic)
+            self._changelog_known = True
+        if producer.client.cluster.partitions_for_topic(topic) is None:
+            await producer.partitions_for(topic)
 
     async def recover(self, keys: list[bytes]) -> dict[bytes, MatchState]:
         """The last state of matches the table does not hold, from Redis, then Postgres.
