@@ -340,7 +340,8 @@ class Monitor(Service):
         return web.json_response({"status": "ok", "worker": self.worker_id})
 
     async def readiness(self) -> dict[str, bool]:
-        checks = {"broker": bool(self._assignment()), "redis": False}
+        checks = {"broker": bool(self._assignment()) and await self._broker_answers(),
+                  "redis": False}
         assert self.redis is not None
         try:
             checks["redis"] = bool(await asyncio.wait_for(self.redis.ping(), 2))
@@ -362,6 +363,15 @@ class Monitor(Service):
         ready = all(checks.values())
         return web.json_response({"status": "ready" if ready else "unready", "checks": checks},
                                  status=200 if ready else 503)
+
+    async def _broker_answers(self) -> bool:
+        """The broker answers a metadata request (an assignment outlives a broker that is gone)."""
+        try:
+            producer = self.pipeline.app.producer._ensure_producer()  # type: ignore[attr-defined]
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), 2)
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            return False
+        return True
 
     def _assignment(self) -> set[Any]:
         try:

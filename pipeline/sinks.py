@@ -196,7 +196,7 @@ class PostgresHistory:
             async with self.pool.acquire() as conn:
                 await conn.execute(sql, *args)
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                asyncpg.CannotConnectNowError, asyncio.TimeoutError) as exc:
+                asyncpg.exceptions.OperatorInterventionError, asyncio.TimeoutError) as exc:
             raise SinkUnavailable("postgres", exc, 1.0) from exc
 
 

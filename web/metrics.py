@@ -178,6 +178,14 @@ async def readiness(edge: Any) -> dict[str, bool]:
     task = getattr(edge.feed, "_task", None)
     checks = {"broker": edge.feed.ready.is_set() and task is not None and not task.done()}
 
+    async def broker_ok() -> bool:
+        # the feed's assignment outlives a broker that is gone: ask the broker itself
+        consumer = getattr(edge.feed, "_consumer", None)
+        if consumer is None:
+            return False
+        await consumer._client.fetch_all_metadata()
+        return True
+
     async def redis_ok() -> bool:
         return bool(await edge.redis.ping())
 
@@ -185,6 +193,11 @@ async def readiness(edge: Any) -> dict[str, bool]:
         async with edge.pool.acquire(timeout=CHECK_TIMEOUT) as conn:
             return bool(await conn.fetchval("SELECT 1", timeout=CHECK_TIMEOUT) == 1)
 
+    if checks["broker"]:
+        try:
+            checks["broker"] = await asyncio.wait_for(broker_ok(), CHECK_TIMEOUT)
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            checks["broker"] = False
     for name, probe in (("redis", redis_ok), ("postgres", postgres_ok)):
         try:
             checks[name] = await asyncio.wait_for(probe(), CHECK_TIMEOUT)
