@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/python -m ruff check pipeline tables web tests
+	$(BIN)/python -m ruff check pipeline tables web tests bench
 
 clean:
 	rm -rf $(VENV) .bts-data
