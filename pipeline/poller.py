@@ -226,6 +226,11 @@ class Poller(Service):
     async def _poll_once(self, t: tg.PollTarget, partition: int) -> None:
         budget = self.budgets[t.provider]
         now = self.clock.now()
+        breaker = getattr(self.clients[t.sport], "breaker", None)
+        if breaker is not None and breaker.state == "open":
+            # No call would be made: spend no quota and publish nothing until it half-opens.
+            t.next_due = now + self.interval(t)
+            return
         grant = await budget.acquire(now, t.priority)
         if not grant.granted:
             self.denied += 1

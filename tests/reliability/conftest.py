@@ -101,6 +101,11 @@ class Cluster:
         async with httpx.AsyncClient() as client:
             return (await client.get(self.sim_url + "/_sim/state", timeout=5)).json()
 
+    async def clear_faults(self) -> None:
+        async with httpx.AsyncClient() as client:
+            r = await client.delete(self.sim_url + "/_sim/faults", timeout=5)
+            assert r.status_code < 300, r.text
+
     async def fault(self, kind: str, count: int = 1, **extra: Any) -> None:
         async with httpx.AsyncClient() as client:
             r = await client.post(self.sim_url + "/_sim/faults",

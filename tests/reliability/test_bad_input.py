@@ -340,7 +340,8 @@ def test_sse_query_strings_and_rest_parameters_never_5xx(fuzz_edge, n):
         @given(channels=query_text, cursor=st.one_of(st.none(), st.text(max_size=100),
                                                      st.just("1.0-0-0-0"), st.just("9.99-1")),
                snapshots=st.one_of(st.none(), st.text(max_size=5)), match_id=st.text(max_size=300),
-               header_cursor=st.one_of(st.none(), st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80)))
+               header_cursor=st.one_of(st.none(), st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80)
+                                       .map(str.strip)))
         def check(channels, cursor, snapshots, match_id, header_cursor) -> None:
             _count("sse query strings and rest parameters")
             params = {"channels": channels}
