@@ -94,7 +94,7 @@ def signed_query(method: str, path: str, body: bytes = b"", key: str = KEY, secr
 @pytest.fixture(scope="session")
 def js_clients() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("Node.js and npm are needed to drive pusher-js and Laravel Echo")
+        pytest.fail("Node.js 18+ and npm are needed to drive pusher-js and Laravel Echo; install them first")
     modules = JS / "node_modules"
     if not (modules / "pusher-js").is_dir() or not (modules / "laravel-echo").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=JS,
