@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pipeline.settings import Settings, SettingsError
 from tables.records import SPORTS
@@ -36,24 +36,23 @@ def _port(text: str) -> int:
     return value
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 16:
-        raise argparse.ArgumentTypeError(f"{text!r} must be from 1 to 16")
-    return value
+def _whole_number(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``lo`` to ``hi``, or a message naming the value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text!r} must be from {lo} to {hi}")
+        return value
+
+    return parse
 
 
-def _matches(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 5000:
-        raise argparse.ArgumentTypeError(f"{text!r} must be from 1 to 5000")
-    return value
+_count = _whole_number(1, 16)
+_matches = _whole_number(1, 5000)
 
 
 def _epoch(text: str) -> float:
