@@ -1,4 +1,5 @@
-"""The Kafka transport of our Faust app: the fetch wait as a setting, and checked end offsets.
+"""The Kafka transport of our Faust app: the fetch wait as a setting, checked end offsets,
+and no record skipped around a rebalance (see :class:`_Consumer`).
 
 Faust's aiokafka driver hard-codes ``fetch_max_wait_ms=1500`` for worker
 consumers. Brokers that hold a fetch for part of that wait even when data is
@@ -35,6 +36,18 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_wait_ms", 1500)
         return consumer
+
+    async def _fetch_records(self, consumer: Any, active_partitions: Any,
+                             timeout: float | None = None, max_records: int | None = None) -> Any:
+        # Faust passes its own set of active partitions, which changes while the fetch
+        # waits; aiokafka reads an empty set as "every partition", and Faust drops the
+        # records of partitions it has paused after aiokafka moved past them. A copy
+        # taken now asks for what is active now, and nothing when nothing is.
+        wanted = {TopicPartition(tp.topic, tp.partition) for tp in active_partitions or ()}
+        if not wanted:
+            return {}
+        return await super()._fetch_records(consumer, wanted, timeout=timeout,
+                                            max_records=max_records)
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
         reported = dict(await super()._highwaters(partitions))
@@ -78,6 +91,38 @@ async def true_end_offsets(bootstrap: str, options: Mapping[str, Any],
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    """Faust's consumer, with the order of resuming and seeking after a rebalance fixed.
+
+    After a rebalance Faust's recovery resumes the stream partitions and then seeks
+    them to their committed offsets, with awaits in between. A fetch in that window
+    moves aiokafka's position past records that Faust drops (or later takes for
+    re-reads of records already seen), and Faust's gap handling then counts those
+    offsets, and the record after them, as acknowledged: the next commit passes
+    records no agent processed. A worker killed and restarted lost deltas from its
+    Postgres sink this way. Here the stream partitions are resumed only once the
+    seek is done, and a gap never counts the record that revealed it.
+    """
+
+    _resume_after_seek: set[TP] | None = None
+
+    def resume_partitions(self, tps: Any) -> None:
+        tps = set(tps)
+        streams = {tp for tp in tps if not self._is_changelog_tp(tp)}
+        if streams:
+            self._resume_after_seek = (self._resume_after_seek or set()) | streams
+        super().resume_partitions(tps - streams)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        waiting, self._resume_after_seek = self._resume_after_seek, None
+        if waiting:
+            super().resume_partitions(waiting)
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        # Faust marks [offset_from, offset_to] as done, offset_to being the record
+        # just fetched and not yet processed; it is acknowledged when it is processed.
+        await super()._add_gap(tp, offset_from, offset_to - 1)
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 

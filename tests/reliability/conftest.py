@@ -286,10 +286,14 @@ async def settle_and_check(cluster: Cluster, collector: Collector, pg: asyncpg.C
                   if r["match_id"].split("-", 1)[0] in sports}
         if stored == {m: sorted(s) for m, s in seqs.items()}:
             break
-        assert time.monotonic() < deadline, (
-            f"postgres holds {sum(map(len, stored.values()))} deltas, the stream "
-            f"{len(collector.deltas)}; differing: "
-            f"{[m for m in set(stored) | set(seqs) if stored.get(m) != seqs.get(m)][:10]}")
+        if time.monotonic() >= deadline:
+            want = {(m, q) for m, got in seqs.items() for q in got}
+            have = {(m, q) for m, got in stored.items() for q in got}
+            raise AssertionError(
+                f"postgres holds {sum(map(len, stored.values()))} deltas, the stream "
+                f"{len(collector.deltas)}; missing from postgres: "
+                f"{await where_on_topic(cluster.settings, want - have)}; "
+                f"not streamed: {sorted(have - want)[:10]}")
         await asyncio.sleep(0.5)
     lost, dup, bad = gaps_and_duplicates(seqs)
     assert not bad, "gaps or duplicates in the stream:\n" + "\n".join(bad[:20])
@@ -316,23 +320,50 @@ async def settle_and_check(cluster: Cluster, collector: Collector, pg: asyncpg.C
             "resets": len(collector.resets)}
 
 
-async def read_topic(settings: Settings, name: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """Every record of a topic (read for ``timeout`` seconds)."""
+async def where_on_topic(settings: Settings, wanted: set[tuple[str, int]]) -> dict[str, Any]:
+    """Where the deltas ``wanted`` (match id, seq) sit on the topic, and the offsets the
+    workers' group has committed there: what a sink that lost them skipped."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = settings.topic("match-deltas")
+    found = []
+    for rec in await read_records(settings, "match-deltas"):
+        d = codec.loads(rec.value)
+        if (d["match_id"], d["seq"]) in wanted:
+            found.append((d["match_id"], d["seq"], f"partition {rec.partition} offset {rec.offset}"))
+    group = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=settings.faust_id,
+                             enable_auto_commit=False)
+    await group.start()
+    try:
+        committed = {p: await group.committed(TopicPartition(topic, p))
+                     for p in range(settings.partitions)}
+    finally:
+        await group.stop()
+    return {"deltas": sorted(found)[:10], "committed": committed}
+
+
+async def read_records(settings: Settings, name: str, timeout: float = 5.0) -> list[Any]:
+    """Every record of a topic (read for ``timeout`` seconds), as consumer records."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(settings.topic(name), bootstrap_servers=settings.kafka_bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
     await consumer.start()
-    out: list[dict[str, Any]] = []
+    out: list[Any] = []
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
-                out += [codec.loads(r.value) for r in records]
+                out += records
     finally:
         await consumer.stop()
     return out
+
+
+async def read_topic(settings: Settings, name: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Every record of a topic (read for ``timeout`` seconds), decoded."""
+    return [codec.loads(r.value) for r in await read_records(settings, name, timeout)]
 
 
 def proc_stats(pid: int) -> dict[str, int]:

@@ -1,0 +1,89 @@
+"""The worker's Kafka consumer: no record is skipped around a rebalance.
+
+Faust resumes the stream partitions before it seeks them to their committed
+offsets, and asks aiokafka for records with a set of active partitions that
+changes under the fetch (aiokafka reads an empty set as every partition); both
+let a sink's records be fetched, dropped and committed past. These tests pin
+down the corrected order on the consumer itself; the worker-kill case in
+``tests/reliability`` checks the outcome end to end.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.types import TP
+
+from pipeline.app import Pipeline
+from pipeline.settings import Settings
+from pipeline.transport import _ConsumerThread
+
+
+def _consumer(settings: Settings) -> Any:
+    return Pipeline(settings, sinks=False, poll=False).app.consumer
+
+
+async def test_stream_partitions_resume_only_after_the_seek(settings: Settings) -> None:
+    consumer = _consumer(settings)
+    changelog = consumer.app.tables["matches"].changelog_topic.get_topic_name()
+    stream_tp = TP(settings.topic("match-deltas"), 1)
+    changelog_tp = TP(changelog, 1)
+    seeks: list[set[TP]] = []
+
+    async def seek_to_committed() -> dict[TP, int]:
+        seeks.append(set(consumer._get_active_partitions()))
+        return {stream_tp: 53}
+
+    consumer.seek_to_committed = seek_to_committed
+    consumer.resume_partitions({stream_tp, changelog_tp})
+    active = consumer._get_active_partitions()
+    assert changelog_tp in active and stream_tp not in active
+
+    await consumer.perform_seek()
+    assert seeks == [{changelog_tp}]  # the stream partition was not fetched from during the seek
+    assert stream_tp in consumer._get_active_partitions()
+    assert consumer._read_offset[stream_tp] == 53
+
+
+async def test_a_gap_never_counts_the_record_that_revealed_it(settings: Settings) -> None:
+    consumer = _consumer(settings)
+    tp = TP(settings.topic("match-deltas"), 0)
+    await consumer._add_gap(tp, 10, 14)
+    covered = sorted(o for iv in consumer._gap[tp] for o in range(iv.begin, iv.end))
+    assert covered == [10, 11, 12, 13]
+
+
+async def test_a_fetch_asks_for_the_partitions_active_when_it_starts(settings: Settings) -> None:
+    thread = _ConsumerThread(_consumer(settings))
+    asked: list[Any] = []
+
+    class Fetcher:
+        _subscriptions = type("S", (), {"fetch_context": lambda self: _Null()})()
+        _closed = False
+
+        async def fetched_records(self, partitions: Any, timeout: float = 0,
+                                  max_records: int | None = None) -> dict[Any, Any]:
+            asked.append(partitions)
+            active.clear()  # the caller's set changes while the fetch waits
+            return {}
+
+    class Consumer:
+        _fetcher = Fetcher()
+        _closed = False
+
+    thread.consumer.flow_active = True
+    active: set[TP] = set()
+    assert await thread._fetch_records(Consumer(), active, timeout=0.1) == {}
+    assert asked == []  # nothing active: nothing asked, rather than every partition
+    active = {TP("t", 0), TP("t", 1)}
+    await thread._fetch_records(Consumer(), active, timeout=0.1)
+    assert [sorted(p) for p in asked] == [[("t", 0), ("t", 1)]]
+    assert asked[0] is not active
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
