@@ -71,6 +71,7 @@ class Poller(Service):
         self.targets: dict[str, tg.PollTarget] = {}
         self.factors: dict[str, list[float]] = {}
         self.in_flight: set[str] = set()
+        self._polls: set[asyncio.Task[None]] = set()
         self.last_live_ids: dict[str, set[str]] = {}
         self.confirm: dict[str, tg.PollTarget] = {}
         self.calls = 0
@@ -95,6 +96,12 @@ class Poller(Service):
             self._sems[sport] = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     async def on_stop(self) -> None:
+        # Polls still running are cancelled before the clients and the producer go away;
+        # a cancelled poll has published nothing, so its target is simply due again.
+        polls = list(self._polls)
+        for task in polls:
+            task.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
         for client in self.clients.values():
             await client.close()
         if self.redis is not None:
@@ -208,7 +215,9 @@ class Poller(Service):
                     key=lambda t: (t.priority, t.next_due))
                 for t in due:
                     self.in_flight.add(t.key)
-                    asyncio.ensure_future(self._poll(t, partition_for(t.key, parts)))
+                    task = asyncio.ensure_future(self._poll(t, partition_for(t.key, parts)))
+                    self._polls.add(task)
+                    task.add_done_callback(self._polls.discard)
             await self.sleep(0.05 if self.clock.speed > 10 else 0.2)
 
     async def _poll(self, t: tg.PollTarget, partition: int) -> None:
