@@ -26,6 +26,23 @@ CLOSE = object()
 _ids = itertools.count(1)
 
 
+#: What :func:`next_item` returns when nothing came in time.
+TIMEOUT = object()
+
+
+async def next_item(queue: asyncio.Queue[Any], timeout: float) -> Any:
+    """The next queued item, or :data:`TIMEOUT` after ``timeout`` seconds of nothing.
+
+    ``asyncio.timeout`` rather than ``wait_for``, which costs a task per item."""
+    if not queue.empty():
+        return queue.get_nowait()
+    try:
+        async with asyncio.timeout(timeout):
+            return await queue.get()
+    except TimeoutError:
+        return TIMEOUT
+
+
 @dataclass(slots=True)
 class Entry:
     """One delta as read from the topic, with its position and cached frames."""

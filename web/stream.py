@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 MAX_CHANNELS = 50
 RETRY_MS = 2000
+#: At most this many queued deltas are written to a client in one chunk.
+COALESCE = 64
 
 
 def parse_channels(raw: str | None) -> list[str]:
@@ -188,17 +190,31 @@ async def stream(request: Request) -> Response:
                 yield await snapshot_frames(edge, sub, "snapshot")
             for entry in resume.entries:
                 yield entry.sse()
+            pending: Any = None
             while True:
-                item = await sub.queue.get()
+                item = pending if pending is not None else await sub.queue.get()
+                pending = None
                 if item is CLOSE:
                     return
                 if item is RESET:
                     yield await reset_frames(edge, sub)
                     continue
-                if wanted(sub, item):
-                    frame = item.sse()
-                    edge.usage.stream_bytes(sub.key_id, len(frame))
-                    yield frame
+                # Whatever else is already queued goes out in the same write: one
+                # send through the server per burst instead of one per delta.
+                frames = []
+                while True:
+                    if wanted(sub, item):
+                        frames.append(item.sse())
+                    if len(frames) >= COALESCE or sub.queue.empty():
+                        break
+                    item = sub.queue.get_nowait()
+                    if item is CLOSE or item is RESET:
+                        pending = item
+                        break
+                if frames:
+                    chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+                    edge.usage.stream_bytes(sub.key_id, len(chunk))
+                    yield chunk
         finally:
             await release(edge, sub)
 

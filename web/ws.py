@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tables import codec
 from tables.channels import ChannelError, validate
-from web.hub import CLOSE, RESET, Subscriber, frame_json
+from web.hub import CLOSE, RESET, TIMEOUT, Subscriber, frame_json, next_item
 from web.access import authenticate_scope
 from web.auth import AuthError
 from web.stream import MAX_CHANNELS, admit, missed, release, wanted
@@ -188,18 +188,19 @@ SEND_TIMEOUT = 30.0
 
 
 async def _send(ws: WebSocket, text: str) -> None:
+    # asyncio.timeout rather than wait_for: no task per frame.
     try:
-        await asyncio.wait_for(ws.send_text(text), SEND_TIMEOUT)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(SEND_TIMEOUT):
+            await ws.send_text(text)
+    except TimeoutError:
         raise SlowClient from None
 
 
 async def _send_loop(ws: WebSocket, edge: Any, sub: Subscriber) -> None:
     heartbeat = edge.heartbeat
     while True:
-        try:
-            item = await asyncio.wait_for(sub.queue.get(), heartbeat)
-        except asyncio.TimeoutError:
+        item = await next_item(sub.queue, heartbeat)
+        if item is TIMEOUT:
             await _send(ws, '{"type":"ping"}')
             continue
         if item is CLOSE:

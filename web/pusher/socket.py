@@ -45,7 +45,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tables import codec
 from tables.channels import ChannelError, validate
-from web.hub import CLOSE, RESET, Entry, Subscriber
+from web.hub import CLOSE, RESET, TIMEOUT, Entry, Subscriber, next_item
 from web.pusher import protocol
 from web.pusher.apps import App
 from web.pusher.presence import BusMessage
@@ -421,9 +421,8 @@ async def _send_loop(conn: Connection) -> None:
     tick = max(0.2, min(5.0, server.activity_timeout / 4))
     next_check = time.monotonic() + tick
     while True:
-        try:
-            item = await asyncio.wait_for(sub.queue.get(), tick)
-        except asyncio.TimeoutError:
+        item = await next_item(sub.queue, tick)
+        if item is TIMEOUT:
             item = None
         now = time.monotonic()
         if now >= next_check:
