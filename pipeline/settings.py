@@ -144,6 +144,8 @@ class Settings:
     fetch_wait_ms: int = 10
     edge_host: str = "127.0.0.1"
     edge_port: int = 8000
+    #: Seconds without traffic after which a stream gets a heartbeat (SSE comment, WebSocket ping).
+    edge_heartbeat: int = 15
     worker_web_port: int = 6066
     #: Provider API base URL; empty means the real RapidAPI hosts.
     provider_url: str = ""
@@ -209,6 +211,7 @@ class Settings:
             fetch_wait_ms=_int(e, "KAFKA_FETCH_WAIT_MS", cls.fetch_wait_ms, 0, 60_000),
             edge_host=e.get("EDGE_HOST", cls.edge_host) or cls.edge_host,
             edge_port=_int(e, "EDGE_PORT", cls.edge_port, 0, 65535),
+            edge_heartbeat=_int(e, "EDGE_HEARTBEAT_SECONDS", cls.edge_heartbeat, 1, 300),
             worker_web_port=_int(e, "WORKER_WEB_PORT", cls.worker_web_port, 0, 65535),
             provider_url=_url(e, "PROVIDER_URL", ("http", "https"), ""),
             provider_mode=_choice(e, "PROVIDER_MODE", cls.provider_mode, ("rapidapi", "direct")),
@@ -281,6 +284,7 @@ class Settings:
             "KAFKA_FETCH_WAIT_MS": str(self.fetch_wait_ms),
             "EDGE_HOST": self.edge_host,
             "EDGE_PORT": str(self.edge_port),
+            "EDGE_HEARTBEAT_SECONDS": str(self.edge_heartbeat),
             "WORKER_WEB_PORT": str(self.worker_web_port),
             "PROVIDER_URL": self.provider_url,
             "PROVIDER_MODE": self.provider_mode,

@@ -104,8 +104,9 @@ async def _refresh_streams(edge: Edge) -> None:
     await edge.limits.refresh_streams([(s.client, s.stream_id) for s in edge.streams()])
 
 
-def create_app(settings: Settings | None = None, *, heartbeat: int = 15) -> Starlette:
+def create_app(settings: Settings | None = None, *, heartbeat: int | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    heartbeat = heartbeat or settings.edge_heartbeat
     tiers = load_tiers(settings.tiers_file or None)
     pusher_apps = Apps.from_settings(settings)
     logs.install()

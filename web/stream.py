@@ -26,7 +26,7 @@ from web.auth import AuthError, Principal
 from web.cursor import Cursor, CursorError
 from web.errors import ApiError, bad_param, error_response
 from web.feed import HistoryGone
-from web.hub import CLOSE, RESET, Entry, Subscriber
+from web.hub import CLOSE, RESET, TIMEOUT, Entry, Subscriber, next_item
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ MAX_CHANNELS = 50
 RETRY_MS = 2000
 #: At most this many queued deltas are written to a client in one chunk.
 COALESCE = 64
+#: The comment sent after ``heartbeat`` seconds without anything else to send.
+PING = b": ping\n\n"
 
 
 def parse_channels(raw: str | None) -> list[str]:
@@ -192,8 +194,11 @@ async def stream(request: Request) -> Response:
                 yield entry.sse()
             pending: Any = None
             while True:
-                item = pending if pending is not None else await sub.queue.get()
+                item = pending if pending is not None else await next_item(sub.queue, edge.heartbeat)
                 pending = None
+                if item is TIMEOUT:
+                    yield PING
+                    continue
                 if item is CLOSE:
                     return
                 if item is RESET:
@@ -218,7 +223,9 @@ async def stream(request: Request) -> Response:
         finally:
             await release(edge, sub)
 
-    return EventSourceResponse(events(), ping=edge.heartbeat, send_timeout=30,
+    # The heartbeat comes from the loop above when the queue stays empty, rather than
+    # from a ping task of its own for every connection.
+    return EventSourceResponse(events(), ping=0, send_timeout=30,
                                headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import httpx
 import websockets
 
 from tables import codec
-from tests.support import SSE
+from tests.support import SSE, Proc, free_port, processes, wait_http
 from tests.web.conftest import delta, snapshot
 
 M1 = "football-apifootball-101"
@@ -151,3 +152,22 @@ async def test_a_bad_client_does_not_delay_the_others(edge_env):
         await edge_env.send(delta(M1, 1))
         frame = json.loads(await asyncio.wait_for(good.recv(), 10))
         assert frame["data"]["seq"] == 1
+
+
+async def test_idle_streams_get_heartbeats(edge_env, tmp_path):
+    settings = dataclasses.replace(edge_env.settings, edge_heartbeat=1)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with processes(Proc("edge-heartbeat", ["edge", "--port", str(port)], settings, tmp_path / "hb")):
+        await wait_http(url + "/healthz")
+        async with httpx.AsyncClient(timeout=30) as c, SSE(c, url + "/v1/stream?channels=sport.hockey") as s:
+            assert (await s.next())["comment"] == "connected"
+            started = asyncio.get_running_loop().time()
+            assert await s.next(timeout=5) == {"comment": "ping"}
+            await edge_env.send(delta(M1, 1))  # traffic on another channel: still idle here
+            assert await s.next(timeout=5) == {"comment": "ping"}
+            assert asyncio.get_running_loop().time() - started >= 1.5
+        async with websockets.connect(url.replace("http", "ws") + "/v1/ws") as ws:
+            await ws.send(json.dumps({"op": "subscribe", "channels": ["sport.hockey"]}))
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "ping"}
