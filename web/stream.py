@@ -193,11 +193,16 @@ async def stream(request: Request) -> Response:
             for entry in resume.entries:
                 yield entry.sse()
             pending: Any = None
+            clock = asyncio.get_running_loop().time
+            ping_at = clock() + edge.heartbeat
             while True:
-                item = pending if pending is not None else await next_item(sub.queue, edge.heartbeat)
+                item = pending if pending is not None else await next_item(
+                    sub.queue, max(0.0, ping_at - clock()))
                 pending = None
-                if item is TIMEOUT:
+                if clock() >= ping_at:
+                    ping_at = clock() + edge.heartbeat
                     yield PING
+                if item is TIMEOUT:
                     continue
                 if item is CLOSE:
                     return
@@ -223,7 +228,7 @@ async def stream(request: Request) -> Response:
         finally:
             await release(edge, sub)
 
-    # The heartbeat comes from the loop above when the queue stays empty, rather than
+    # The heartbeat comes from the loop above, every ``heartbeat`` seconds, rather than
     # from a ping task of its own for every connection.
     return EventSourceResponse(events(), ping=0, send_timeout=30,
                                headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})

@@ -167,6 +167,20 @@ async def test_idle_streams_get_heartbeats(edge_env, tmp_path):
             await edge_env.send(delta(M1, 1))  # traffic on another channel: still idle here
             assert await s.next(timeout=5) == {"comment": "ping"}
             assert asyncio.get_running_loop().time() - started >= 1.5
+        async with httpx.AsyncClient(timeout=30) as c, SSE(c, url + "/v1/stream?channels=sport.football") as s:
+            await s.next()
+            seen: list[dict[str, str]] = []
+
+            async def busy() -> None:
+                for seq in range(2, 40):  # a delta every 0.1 s: never idle for a second
+                    await edge_env.send(delta(M1, seq))
+                    await asyncio.sleep(0.1)
+
+            sender = asyncio.create_task(busy())
+            while not sender.done():
+                seen.append(await s.next(timeout=5))
+            await sender
+            assert {"comment": "ping"} in seen and any(e.get("event") == "delta" for e in seen)
         async with websockets.connect(url.replace("http", "ws") + "/v1/ws") as ws:
             await ws.send(json.dumps({"op": "subscribe", "channels": ["sport.hockey"]}))
             assert json.loads(await ws.recv())["type"] == "subscribed"
