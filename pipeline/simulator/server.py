@@ -84,8 +84,9 @@ ERR_DAY = {"requests": "You have reached the request limit for the day, Go to "
 ERR_MINUTE = "Too many requests. Your rate limit is {n} requests per minute."
 
 FAULT_KINDS = ("error500", "error502", "error503", "timeout", "malformed", "truncated", "html",
-               "slow", "empty204", "quota_day", "quota_minute")
-DEFAULT_DELAY = {"timeout": 30.0, "slow": 2.0}
+               "slow", "empty204", "quota_day", "quota_minute", "stale")
+#: Seconds (real for timeout and slow; simulated for stale: how old the answer is).
+DEFAULT_DELAY = {"timeout": 30.0, "slow": 2.0, "stale": 600.0}
 UNSUBSCRIBED = "unsubscribed"
 SIM_PATHS = frozenset({"/_sim/faults", "/_sim/state", "/_sim/clock"})
 
@@ -348,7 +349,9 @@ class Simulator:
         which = self.quotas.over(key, route.sport, route.mode, now)
         if which is not None:
             return self._quota_refusal(route, key, params, which, now)
-        status, body = self.world.fixtures_json(route.endpoint, params, sport=route.sport, now=now)
+        # A stale answer: what a provider cache that stopped updating still serves.
+        seen = now - fault.delay if kind == "stale" and fault is not None else now
+        status, body = self.world.fixtures_json(route.endpoint, params, sport=route.sport, now=seen)
         if status == 200:
             self.quotas.take(key, route.sport, now)
             self.counted[route.sport] += 1
@@ -369,7 +372,7 @@ class Simulator:
         if kind == "slow":
             await self._sleep(fault.delay)
             return None
-        if kind in ("malformed", "truncated"):
+        if kind in ("malformed", "truncated", "stale"):
             return None
         if kind == "timeout":
             await self._sleep(fault.delay)

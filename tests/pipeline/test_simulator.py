@@ -418,6 +418,17 @@ async def test_fault_malformed_truncated_html_empty(sim: Sim) -> None:
     assert (await sim.get("/v3/fixtures", FOOTBALL, live="all")).text == real
 
 
+async def test_fault_stale_serves_an_older_copy(sim: Sim) -> None:
+    old = (await sim.get("/games", HOCKEY, date=DAY)).json()
+    await sim.advance(900)
+    new = (await sim.get("/games", HOCKEY, date=DAY)).json()
+    assert new["response"] != old["response"]  # the day moved on
+    await _fault(sim, kind="stale", delay=900)
+    r = await sim.get("/games", HOCKEY, date=DAY)
+    assert r.status_code == 200 and r.json()["response"] == old["response"]
+    assert (await sim.get("/games", HOCKEY, date=DAY)).json()["response"] == new["response"]
+
+
 async def test_fault_slow_and_timeout(sim: Sim) -> None:
     await _fault(sim, kind="slow", delay=0.3)
     t0 = time.monotonic()
