@@ -225,9 +225,11 @@ class Pipeline:
                 continue
             if result.delta is None or result.state is None:
                 self.counters["skipped"] += 1
-                if result.state is not None and prev is not None \
-                        and result.state["fetched_at"] > prev["fetched_at"]:
-                    # Nothing changed, but an answer older than this one must now count as stale.
+                if result.state is not None and prev is not None and (
+                        result.state["fetched_at"] > prev["fetched_at"]
+                        or result.state.get("behind_since") != prev.get("behind_since")):
+                    # Nothing changed, but an answer older than this one must now count as
+                    # stale, or an answer behind the snapshot started (or ended) a hold.
                     states[key] = (event, result.state)
                 continue
             states[key] = (event, result.state)

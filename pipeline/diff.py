@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 import jsonpatch
 
@@ -64,6 +64,8 @@ class MatchState(TypedDict):
     snapshot: Match
     seq: int
     fetched_at: float
+    #: provider time of the first answer in a row that was behind the snapshot (see :func:`behind`)
+    behind_since: NotRequired[float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,10 @@ class DiffResult:
 SKIP_UNCHANGED = "unchanged"
 SKIP_NOISE = "noise"
 SKIP_STALE = "stale"
+
+#: Seconds of provider time an answer behind the snapshot must persist to count as a correction.
+BEHIND_ACCEPTED_AFTER = 300.0
+_PHASE_RANK = {"scheduled": 0, "live": 1, "break": 1, "finished": 2}
 
 #: Value of a field the provider payload did not include, when there is no previous snapshot.
 ABSENT_DEFAULTS: dict[str, Any] = {"events": [], "detail": None, "venue": None}
@@ -156,12 +162,21 @@ def diff(prev: MatchState | None, new: Match, *, now: float) -> DiffResult:
         return DiffResult(None, None, SKIP_STALE)
 
     old = prev["snapshot"]
+    if behind(old, current):
+        since = prev.get("behind_since", fetched_at)
+        if fetched_at - since < BEHIND_ACCEPTED_AFTER:
+            # An old copy (a provider cache that stopped updating): held back, unless it
+            # persists long enough to be a correction.
+            held = MatchState(snapshot=old, seq=prev["seq"], fetched_at=prev["fetched_at"],
+                              behind_since=since)
+            return DiffResult(None, held, SKIP_STALE)
     before, after = projection(old), projection(current)
     if before == after:
         reason = SKIP_NOISE if _logos(old) != _logos(current) else SKIP_UNCHANGED
         state = None
-        if fetched_at > prev["fetched_at"]:
-            state = MatchState(snapshot=old, seq=prev["seq"], fetched_at=fetched_at)
+        if fetched_at > prev["fetched_at"] or "behind_since" in prev:
+            state = MatchState(snapshot=old, seq=prev["seq"],
+                               fetched_at=max(fetched_at, prev["fetched_at"]))
         return DiffResult(None, state, reason)
 
     seq = prev["seq"] + 1
@@ -171,6 +186,32 @@ def diff(prev: MatchState | None, new: Match, *, now: float) -> DiffResult:
     events = _semantic_events(old, snapshot)
     delta = _delta(snapshot, kinds, changes, events, now=now)
     return DiffResult(delta, MatchState(snapshot=snapshot, seq=seq, fetched_at=fetched_at), None)
+
+
+def behind(old: Match | dict[str, Any], new: Match | dict[str, Any]) -> bool:
+    """Whether ``new`` describes an earlier moment of the match than ``old``: an earlier
+    phase (finished back to live, live back to scheduled) or period, or a lower score
+    without a VAR event more to take a goal back."""
+    o_status, n_status = old.get("status") or {}, new.get("status") or {}
+    o_rank, n_rank = _PHASE_RANK.get(o_status.get("phase")), _PHASE_RANK.get(n_status.get("phase"))
+    if o_rank is None or n_rank is None:
+        return False
+    if n_rank != o_rank:
+        return n_rank < o_rank
+    if o_rank == 0:
+        return False
+    o_period, n_period = o_status.get("period"), n_status.get("period")
+    if isinstance(o_period, int) and isinstance(n_period, int) and n_period != o_period:
+        return n_period < o_period
+    o_score, n_score = old.get("score") or {}, new.get("score") or {}
+    lower = any(isinstance(o_score.get(side), int)
+                and (not isinstance(n_score.get(side), int) or n_score[side] < o_score[side])
+                for side in ("home", "away"))
+    return lower and _count(new, "var") <= _count(old, "var")
+
+
+def _count(match: Match | dict[str, Any], kind: str) -> int:
+    return sum(1 for e in match.get("events") or [] if isinstance(e, dict) and e.get("type") == kind)
 
 
 def _fill_absent(new: Match, prev: Match | None) -> dict[str, Any]:

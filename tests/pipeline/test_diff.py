@@ -193,6 +193,48 @@ def test_unchanged_newer_answer_moves_fetched_at_so_later_stale_ones_are_caught(
     assert late.skipped == "stale"
 
 
+def test_an_old_copy_fetched_now_is_held_back_until_it_persists() -> None:
+    scored = live(make_match(), minute=30, events=[make_event(23)],
+                  score={"home": 1, "away": 0, "periods": {"1H": {"home": 1, "away": 0}}})
+    state = diff(None, fetched(scored, NOW), now=NOW).state
+    old_copy = live(make_match(), minute=20)  # a provider cache from before the goal
+    held = diff(state, fetched(old_copy, NOW + 30), now=NOW + 30)
+    assert (held.delta, held.skipped) == (None, "stale")
+    assert held.state is not None and held.state["seq"] == 1
+    assert held.state["behind_since"] == NOW + 30 and held.state["fetched_at"] == NOW
+    still = diff(held.state, fetched(old_copy, NOW + 329), now=NOW + 329)
+    assert still.delta is None and still.state is not None
+    assert still.state["behind_since"] == NOW + 30
+    # the same answer for five minutes of provider time is a correction, not a stale copy
+    corrected = diff(still.state, fetched(old_copy, NOW + 330), now=NOW + 330)
+    check(still.state, corrected)
+    assert corrected.state is not None and "behind_since" not in corrected.state
+    # a current answer ends the hold
+    back = diff(held.state, fetched(scored, NOW + 40), now=NOW + 40)
+    assert back.delta is None and back.state is not None and "behind_since" not in back.state
+
+
+def test_what_counts_as_behind() -> None:
+    from pipeline.diff import behind
+
+    first = live(make_match(), minute=30,
+                 score={"home": 1, "away": 0, "periods": {"1H": {"home": 1, "away": 0}}})
+    second = copy.deepcopy(first)
+    second["status"] = {**first["status"], "code": "2H", "label": "Second Half", "period": 2}
+    finished = copy.deepcopy(second)
+    finished["status"] = {**second["status"], "phase": "finished", "code": "FT"}
+    assert behind(second, first) and behind(finished, second) and behind(first, make_match())
+    assert not behind(first, second) and not behind(second, finished)
+    lower = copy.deepcopy(first)
+    lower["score"] = {"home": 0, "away": 0, "periods": {}}
+    assert behind(first, lower)
+    lower["events"] = [make_event(25, "var", detail="Goal cancelled")]
+    assert not behind(first, lower), "a goal VAR takes back is not an old copy"
+    postponed = copy.deepcopy(first)
+    postponed["status"] = {**first["status"], "phase": "postponed"}
+    assert not behind(first, postponed)
+
+
 def test_same_record_twice_gives_one_delta() -> None:
     state = diff(None, make_match(), now=NOW).state
     record = fetched(live(make_match(), minute=5), NOW)

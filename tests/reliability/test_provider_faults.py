@@ -1,6 +1,7 @@
 """The provider misbehaving: 5xx bursts, timeouts, slow answers, truncated, malformed and
-HTML bodies, empty answers and exhausted quotas, injected with the simulator's fault API.
-(The simulator's ``stale`` fault is not in these plans: see "Missing" in docs/reliability.md.)
+HTML bodies, empty answers, stale answers (an old copy of the provider's data, as a cache
+that stopped updating serves it) and exhausted quotas, injected with the simulator's fault
+API.
 
 Bad bodies go to ``dead-letters``; nothing wrong reaches ``match-deltas``; every
 process stays up; the stream stays gapless and duplicate-free.
@@ -16,12 +17,13 @@ from tests.reliability.conftest import Collector, read_topic, report, settle_and
 
 SHORT = [("error500", 3, {}), ("error502", 3, {}), ("error503", 3, {}),
          ("timeout", 2, {"delay": 0.5}), ("malformed", 3, {}), ("truncated", 3, {}),
-         ("html", 2, {}), ("empty204", 2, {}), ("quota_minute", 2, {}), ("slow", 2, {"delay": 1})]
+         ("html", 2, {}), ("empty204", 2, {}), ("quota_minute", 2, {}), ("slow", 2, {"delay": 1}),
+         ("stale", 4, {})]
 
 LONG = [("error500", 20, {}), ("error502", 20, {}), ("error503", 20, {}),
         ("timeout", 6, {"delay": 2}), ("slow", 2, {"delay": 11}),  # over the client's 10 s
         ("malformed", 20, {}), ("truncated", 20, {}), ("html", 10, {}), ("empty204", 10, {}),
-        ("quota_minute", 10, {})]
+        ("quota_minute", 10, {}), ("stale", 20, {})]
 
 
 def no_wrong_delta(deltas: list[dict]) -> list[str]:
