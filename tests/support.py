@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -136,3 +136,20 @@ class SSE:
             if ev.get("event") == kind:
                 out.append(ev)
         return out
+
+
+@contextlib.asynccontextmanager
+async def local_webhook(handle: Callable[..., Awaitable[object]]) -> AsyncIterator[str]:
+    """An aiohttp server on a free port that answers ``POST /hook`` with ``handle``; its URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    finally:
+        await runner.cleanup()

@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import embedded
-from tests.support import Proc, free_port, wait_http
+from tests.support import Proc, free_port, local_webhook, wait_http
 
 
 class Receiver:
@@ -33,16 +33,8 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", rec.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield rec, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    finally:
-        await runner.cleanup()
+    async with local_webhook(rec.handle) as url:
+        yield rec, url
 
 
 def sample(text: str, name: str, **labels: str) -> float:

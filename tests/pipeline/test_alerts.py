@@ -17,6 +17,7 @@ from pipeline.metrics import WorkerMetrics
 from pipeline.providers.client import build_client
 from pipeline.simulator.model import ManualClock, World
 from pipeline.simulator.server import serve
+from tests.support import local_webhook
 
 
 class Receiver:
@@ -41,16 +42,8 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     rec = Receiver(fail_first=1)
-    app = web.Application()
-    app.router.add_post("/hook", rec.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield rec, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    finally:
-        await runner.cleanup()
+    async with local_webhook(rec.handle) as url:
+        yield rec, url
 
 
 def keys(alerts) -> list[tuple[str, str]]:

@@ -28,6 +28,17 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--mute-audio", "--remote-debugging-port=0"]
 
 
+def require_chromium(what: str) -> str:
+    """The Chromium binary, or a test failure saying how to install it."""
+    import pytest
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.fail(f"headless Chromium is needed for {what} and was not found on "
+                    f"PATH (nor at $CHROMIUM); install it with: {INSTALL_HINT}", pytrace=False)
+    return binary
+
+
 def find_chromium() -> str | None:
     explicit = os.environ.get("CHROMIUM")
     if explicit:

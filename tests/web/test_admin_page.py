@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support import SSE, Proc, free_port, wait_http
-from tests.web.browser import INSTALL_HINT, Browser, find_chromium
+from tests.web.browser import Browser, require_chromium
 
 KEY = "admin-Kx81-test"
 
@@ -26,11 +26,7 @@ ROWS = """(() => {{
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    binary = find_chromium()
-    if binary is None:
-        pytest.fail(f"headless Chromium is needed for the admin page test and was not found on "
-                    f"PATH (nor at $CHROMIUM); install it with: {INSTALL_HINT}", pytrace=False)
-    return binary
+    return require_chromium("the admin page test")
 
 
 async def test_admin_page_shows_live_status_and_needs_the_key(chromium, settings, pg,

@@ -25,7 +25,7 @@ from pipeline.diff import GOAL_TYPES, apply
 from pipeline.simulator.model import SimClock, World
 from tables import codec
 from tests.support import Proc, free_port, wait_http
-from tests.web.browser import INSTALL_HINT, Browser, Page, find_chromium
+from tests.web.browser import Browser, Page, require_chromium
 
 SEED = 7
 SPEED = 60.0
@@ -38,11 +38,7 @@ SIMULATOR_BOUND = 30.0
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    binary = find_chromium()
-    if binary is None:
-        pytest.fail(f"headless Chromium is needed for the demo page test and was not found on "
-                    f"PATH (nor at $CHROMIUM); install it with: {INSTALL_HINT}", pytrace=False)
-    return binary
+    return require_chromium("the demo page test")
 
 
 @dataclasses.dataclass
