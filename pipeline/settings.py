@@ -146,6 +146,8 @@ class Settings:
     edge_port: int = 8000
     #: Seconds without traffic after which a stream gets a heartbeat (SSE comment, WebSocket ping).
     edge_heartbeat: int = 15
+    #: Milliseconds a snapshot read from Redis may be served from the edge's memory (0: never).
+    edge_snapshot_cache_ms: int = 1000
     worker_web_port: int = 6066
     #: Provider API base URL; empty means the real RapidAPI hosts.
     provider_url: str = ""
@@ -212,6 +214,8 @@ class Settings:
             edge_host=e.get("EDGE_HOST", cls.edge_host) or cls.edge_host,
             edge_port=_int(e, "EDGE_PORT", cls.edge_port, 0, 65535),
             edge_heartbeat=_int(e, "EDGE_HEARTBEAT_SECONDS", cls.edge_heartbeat, 1, 300),
+            edge_snapshot_cache_ms=_int(e, "EDGE_SNAPSHOT_CACHE_MS", cls.edge_snapshot_cache_ms,
+                                        0, 60_000),
             worker_web_port=_int(e, "WORKER_WEB_PORT", cls.worker_web_port, 0, 65535),
             provider_url=_url(e, "PROVIDER_URL", ("http", "https"), ""),
             provider_mode=_choice(e, "PROVIDER_MODE", cls.provider_mode, ("rapidapi", "direct")),
@@ -285,6 +289,7 @@ class Settings:
             "EDGE_HOST": self.edge_host,
             "EDGE_PORT": str(self.edge_port),
             "EDGE_HEARTBEAT_SECONDS": str(self.edge_heartbeat),
+            "EDGE_SNAPSHOT_CACHE_MS": str(self.edge_snapshot_cache_ms),
             "WORKER_WEB_PORT": str(self.worker_web_port),
             "PROVIDER_URL": self.provider_url,
             "PROVIDER_MODE": self.provider_mode,

@@ -108,6 +108,7 @@ def settings(kafka_url: str, redis_url: str, database_url: str, run_id: str, tmp
         store="memory",
         data_dir=str(tmp_path / "data"),
         fetch_wait_ms=10,
+        edge_snapshot_cache_ms=0,  # tests that want it turn it on
         log_format="text",
         apifootball_key="test-key",
         apibasketball_key="test-key",

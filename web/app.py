@@ -122,8 +122,10 @@ def create_app(settings: Settings | None = None, *, heartbeat: int | None = None
         keys = RedisKeys(s.redis_prefix)
         auth = Authenticator(pool, s.db_schema, tiers)
         usage = Usage(pool, s.db_schema)
-        edge = Edge(s, hub, feed, SnapshotReader(redis, pool, keys, s.db_schema), redis, pool,
-                    auth, Limits(redis, s.redis_prefix), usage, tiers, heartbeat=heartbeat)
+        snapshots = SnapshotReader(redis, pool, keys, s.db_schema, keep_ms=s.edge_snapshot_cache_ms,
+                                   newest_seq=lambda match_id: feed.last_seq.get(match_id, 0))
+        edge = Edge(s, hub, feed, snapshots, redis, pool, auth, Limits(redis, s.redis_prefix), usage,
+                    tiers, heartbeat=heartbeat)
         auth.on_revoke.append(edge.revoke)
         app.state.edge = edge
         pusher = PusherServer(edge, pusher_apps)

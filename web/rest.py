@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from tables import codec
 from tables.records import IN_PLAY_PHASES, PHASES, SPORTS
 from web.errors import bad_param, error_response
-from web.snapshots import CacheState, StoresUnavailable
+from web.snapshots import CacheState, StoresUnavailable, seq_of
 
 _MATCH_ID_RE = re.compile(r"^[a-z]{1,32}-[a-z0-9]{1,32}-[A-Za-z0-9_-]{1,64}$")
 MATCH_ID_PATTERN = _MATCH_ID_RE.pattern
@@ -348,17 +348,12 @@ async def match(request: Request) -> Response:
         return unavailable(str(exc))
     if data is None:
         return error_response(404, "not_found", f"no match {match_id}", headers={"X-Cache": cache})
-    seq = _seq_of(data)
+    seq = seq_of(data)
     etag = f'W/"{match_id}:{seq}"'
     headers = {"X-Cache": cache, "ETag": etag, "Cache-Control": "no-cache"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     return Response(b'{"data":' + data + b"}", media_type="application/json", headers=headers)
-
-
-def _seq_of(data: bytes) -> int:
-    m = re.search(rb'"seq": ?(\d+)', data)
-    return int(m.group(1)) if m else 0
 
 
 async def deltas(request: Request) -> Response:

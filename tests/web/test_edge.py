@@ -185,3 +185,33 @@ async def test_idle_streams_get_heartbeats(edge_env, tmp_path):
             await ws.send(json.dumps({"op": "subscribe", "channels": ["sport.hockey"]}))
             assert json.loads(await ws.recv())["type"] == "subscribed"
             assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "ping"}
+
+
+async def test_snapshot_kept_in_memory_until_a_newer_delta(edge_env, redis_client, tmp_path):
+    settings = dataclasses.replace(edge_env.settings, edge_snapshot_cache_ms=60_000)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    key = f"{settings.redis_prefix}match:{M1}"
+    await edge_env.store(snapshot(M1, 4))
+    with processes(Proc("edge-kept", ["edge", "--port", str(port)], settings, tmp_path / "kept")):
+        await wait_http(url + "/healthz")
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+            r = await c.get(f"/v1/matches/{M1}")
+            assert r.headers["x-cache"] == "hit" and r.json()["data"]["seq"] == 4
+            # Redis changes without a delta: the edge keeps answering from memory
+            await redis_client.hset(key, "json", codec.dumps(snapshot(M1, 5)))
+            r = await c.get(f"/v1/matches/{M1}")
+            assert r.headers["x-cache"] == "hit" and r.json()["data"]["seq"] == 4
+            # a newer delta through the edge's feed: the kept copy is no longer served
+            await edge_env.send(delta(M1, 5))
+            for _ in range(100):
+                r = await c.get(f"/v1/matches/{M1}")
+                if r.json()["data"]["seq"] == 5:
+                    break
+                await asyncio.sleep(0.1)
+            assert r.json()["data"]["seq"] == 5 and r.headers["etag"] == f'W/"{M1}:5"'
+            # and no delta older than the kept copy makes it read Redis again
+            await redis_client.hset(key, "json", codec.dumps(snapshot(M1, 6)))
+            await edge_env.send(delta(M1, 3))
+            await asyncio.sleep(1.0)
+            assert (await c.get(f"/v1/matches/{M1}")).json()["data"]["seq"] == 5
