@@ -136,7 +136,8 @@ def create_app(settings: Settings | None = None, *, heartbeat: int | None = None
         await usage.start()
         await pusher.start()
         jobs = [asyncio.create_task(_every(5, lambda: _publish_watch_counts(edge))),
-                asyncio.create_task(_every(15, lambda: _refresh_streams(edge)))]
+                asyncio.create_task(_every(15, lambda: _refresh_streams(edge))),
+                asyncio.create_task(stream.close_on_exit(hub))]
         jobs.append(monitoring.start(app, edge))
         try:
             yield

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import RedisError
-from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import AppStatus, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from tables import codec
 from tables.channels import ChannelError, validate
@@ -36,6 +37,10 @@ RETRY_MS = 2000
 COALESCE = 64
 #: The comment sent after ``heartbeat`` seconds without anything else to send.
 PING = b": ping\n\n"
+#: Seconds one write may wait for a client that reads nothing before the stream is dropped.
+SEND_TIMEOUT = 30.0
+HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+           (b"connection", b"keep-alive"), (b"x-accel-buffering", b"no")]
 
 
 def parse_channels(raw: str | None) -> list[str]:
@@ -183,55 +188,104 @@ async def stream(request: Request) -> Response:
                               f"{principal.tier.streams} concurrent streams")
     resume = await prepare(edge, sub, cursor_text)
 
-    async def events() -> AsyncIterator[Any]:
-        try:
-            yield ServerSentEvent(comment="connected", retry=RETRY_MS)
-            if resume.reset:
+    async def events() -> AsyncIterator[bytes]:
+        yield CONNECTED
+        if resume.reset:
+            yield await reset_frames(edge, sub)
+        elif snapshots and cursor_text is None:
+            yield await snapshot_frames(edge, sub, "snapshot")
+        for entry in resume.entries:
+            yield entry.sse()
+        pending: Any = None
+        clock = asyncio.get_running_loop().time
+        ping_at = clock() + edge.heartbeat
+        while True:
+            item = pending if pending is not None else await next_item(
+                sub.queue, max(0.0, ping_at - clock()))
+            pending = None
+            if clock() >= ping_at:
+                ping_at = clock() + edge.heartbeat
+                yield PING
+            if item is TIMEOUT:
+                continue
+            if item is CLOSE:
+                return
+            if item is RESET:
                 yield await reset_frames(edge, sub)
-            elif snapshots and cursor_text is None:
-                yield await snapshot_frames(edge, sub, "snapshot")
-            for entry in resume.entries:
-                yield entry.sse()
-            pending: Any = None
-            clock = asyncio.get_running_loop().time
-            ping_at = clock() + edge.heartbeat
+                continue
+            # Whatever else is already queued goes out in the same write: one
+            # send through the server per burst instead of one per delta.
+            frames = []
             while True:
-                item = pending if pending is not None else await next_item(
-                    sub.queue, max(0.0, ping_at - clock()))
-                pending = None
-                if clock() >= ping_at:
-                    ping_at = clock() + edge.heartbeat
-                    yield PING
-                if item is TIMEOUT:
-                    continue
-                if item is CLOSE:
-                    return
-                if item is RESET:
-                    yield await reset_frames(edge, sub)
-                    continue
-                # Whatever else is already queued goes out in the same write: one
-                # send through the server per burst instead of one per delta.
-                frames = []
-                while True:
-                    if wanted(sub, item):
-                        frames.append(item.sse())
-                    if len(frames) >= COALESCE or sub.queue.empty():
-                        break
-                    item = sub.queue.get_nowait()
-                    if item is CLOSE or item is RESET:
-                        pending = item
-                        break
-                if frames:
-                    chunk = frames[0] if len(frames) == 1 else b"".join(frames)
-                    edge.usage.stream_bytes(sub.key_id, len(chunk))
-                    yield chunk
-        finally:
-            await release(edge, sub)
+                if wanted(sub, item):
+                    frames.append(item.sse())
+                if len(frames) >= COALESCE or sub.queue.empty():
+                    break
+                item = sub.queue.get_nowait()
+                if item is CLOSE or item is RESET:
+                    pending = item
+                    break
+            if frames:
+                chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+                edge.usage.stream_bytes(sub.key_id, len(chunk))
+                yield chunk
 
-    # The heartbeat comes from the loop above, every ``heartbeat`` seconds, rather than
-    # from a ping task of its own for every connection.
-    return EventSourceResponse(events(), ping=0, send_timeout=30,
-                               headers={"X-Accel-Buffering": "no", "Cache-Control": "no-cache"})
+    return EventStream(events(), sub, lambda: release(edge, sub))
+
+
+CONNECTED = ServerSentEvent(comment="connected", retry=RETRY_MS).encode()
+
+
+class EventStream:
+    """The ``text/event-stream`` response of one client: frames from ``frames`` as they come.
+
+    The connection's own task writes; one small task waits for the client to go away
+    and closes ``sub``, which ends ``frames``. Server shutdown closes every stream
+    from one task per edge (:func:`close_on_exit`). The heartbeat is one of the frames.
+    """
+
+    def __init__(self, frames: AsyncIterator[bytes], sub: Subscriber,
+                 on_close: Callable[[], Awaitable[None]]) -> None:
+        self.frames = frames
+        self.sub = sub
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watcher: asyncio.Task[None] | None = None
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            if scope.get("method") == "HEAD":
+                await send({"type": "http.response.body", "body": b""})
+                return
+            watcher = asyncio.create_task(self._close_on_disconnect(receive))
+            async for chunk in self.frames:
+                try:
+                    async with asyncio.timeout(SEND_TIMEOUT):
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                except TimeoutError:
+                    log.info("dropping an SSE client that read nothing for %.0f s", SEND_TIMEOUT)
+                    return
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await self.frames.aclose()  # type: ignore[attr-defined]
+            await self.on_close()
+
+    async def _close_on_disconnect(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.sub.close()
+
+
+async def close_on_exit(hub: Any) -> None:
+    """Close every SSE stream once the server is told to stop, so that it stops at once
+    instead of waiting out its graceful shutdown for streams that never end."""
+    while not AppStatus.should_exit:
+        await asyncio.sleep(0.5)
+    for sub in list(hub.subscribers):
+        if sub.transport == "sse":
+            sub.close()
 
 
 async def snapshot_frames(edge: Any, sub: Subscriber, event: str) -> bytes:

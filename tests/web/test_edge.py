@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import signal
+import time
 
 import httpx
+import pytest
 import websockets
 
 from tables import codec
@@ -215,3 +218,29 @@ async def test_snapshot_kept_in_memory_until_a_newer_delta(edge_env, redis_clien
             await edge_env.send(delta(M1, 3))
             await asyncio.sleep(1.0)
             assert (await c.get(f"/v1/matches/{M1}")).json()["data"]["seq"] == 5
+
+
+async def test_sse_head_opens_no_stream_and_shutdown_ends_open_streams(edge_env, tmp_path):
+    from tests.web.test_monitoring import sample
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = Proc("edge-stop", ["edge", "--port", str(port)], edge_env.settings, tmp_path / "stop")
+    with processes(proc):
+        await wait_http(url + "/healthz")
+        async with httpx.AsyncClient(timeout=10) as c:
+            head = await c.head(url + "/v1/stream?channels=sport.football")
+            assert head.status_code == 200 and head.content == b""
+            assert head.headers["content-type"].startswith("text/event-stream")
+            metrics = (await c.get(url + "/metrics")).text
+            assert sample(metrics, "bts_clients", transport="sse", tier="anonymous") == 0
+            async with SSE(c, url + "/v1/stream?channels=sport.football") as s:
+                assert (await s.next())["comment"] == "connected"
+                started = time.monotonic()
+                proc.process.send_signal(signal.SIGTERM)
+                with pytest.raises(EOFError):
+                    await s.next(timeout=10)  # the stream ends cleanly
+                assert time.monotonic() - started < 3, "shutdown waited for the open stream"
+        # uvicorn raises the signal again once it has stopped
+        assert await asyncio.to_thread(proc.process.wait, 10) in (0, -signal.SIGTERM)
+    assert "ERROR" not in proc.log()

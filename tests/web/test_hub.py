@@ -46,3 +46,30 @@ def test_remove_unsubscribes_everything():
     hub.remove(s)
     assert hub.publish(entry(1)) == 0
     assert hub.watch_counts() == {}
+
+
+async def test_mailbox_wakes_its_reader_and_times_out_without_leaving_a_waiter():
+    import asyncio
+
+    from web.hub import TIMEOUT, Mailbox, next_item
+
+    box = Mailbox()
+    assert await next_item(box, 0.05) is TIMEOUT and box._waiter is None
+    reader = asyncio.create_task(box.get())
+    await asyncio.sleep(0.01)
+    assert not reader.done()
+    box.put_nowait("a")
+    box.put_nowait("b")
+    assert await asyncio.wait_for(reader, 1) == "a"
+    assert box.qsize() == 1 and await next_item(box, 1) == "b" and box.empty()
+    late = asyncio.create_task(next_item(box, 5))
+    await asyncio.sleep(0.01)
+    box.put_nowait(RESET)
+    assert await asyncio.wait_for(late, 1) is RESET
+    reader = asyncio.create_task(box.get())
+    await asyncio.sleep(0.01)
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    assert box._waiter is None
+    box.put_nowait("c")
+    assert box.get_nowait() == "c"
