@@ -271,6 +271,9 @@ def run_edge(settings: Settings, host: str | None, port: int | None) -> int:
         lifespan="on",
         timeout_graceful_shutdown=5,
         ws_max_size=1024 * 1024,
+        # Deltas are small: per-message compression would cost each WebSocket that offers
+        # it (every browser does) about 40 KiB of compressor state for little gain.
+        ws_per_message_deflate=False,
     )
     return 0
 

@@ -244,3 +244,12 @@ async def test_sse_head_opens_no_stream_and_shutdown_ends_open_streams(edge_env,
         # uvicorn raises the signal again once it has stopped
         assert await asyncio.to_thread(proc.process.wait, 10) in (0, -signal.SIGTERM)
     assert "ERROR" not in proc.log()
+
+
+async def test_websockets_are_not_compressed_even_when_the_client_offers_it(edge_env):
+    ws_url = edge_env.url.replace("http", "ws") + "/v1/ws"
+    async with websockets.connect(ws_url, compression="deflate") as ws:
+        assert ws.request.headers.get("Sec-WebSocket-Extensions", "").startswith("permessage-deflate")
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        await ws.send(json.dumps({"op": "ping"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "pong"}
