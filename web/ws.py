@@ -196,10 +196,16 @@ async def _send(ws: WebSocket, text: str) -> None:
         raise SlowClient from None
 
 
+#: At most this many queued deltas are sent under one lock and one send timeout.
+BATCH = 64
+
+
 async def _send_loop(ws: WebSocket, edge: Any, sub: Subscriber) -> None:
     heartbeat = edge.heartbeat
+    pending: Any = None
     while True:
-        item = await next_item(sub.queue, heartbeat)
+        item = pending if pending is not None else await next_item(sub.queue, heartbeat)
+        pending = None
         if item is TIMEOUT:
             await _send(ws, '{"type":"ping"}')
             continue
@@ -213,7 +219,23 @@ async def _send_loop(ws: WebSocket, edge: Any, sub: Subscriber) -> None:
                 await _send(ws, frame_json("reset", cursor=cursor,
                                            reason="history unavailable or client too slow"))
                 await _send_snapshots(ws, edge, sorted(sub.channels), "snapshot")
-            elif wanted(sub, item):
-                frame = item.ws()
-                edge.usage.stream_bytes(sub.key_id, len(frame))
-                await _send(ws, frame)
+                continue
+            # The deltas already queued go out under one timer: a timer per frame cost
+            # about a quarter of the time spent sending.
+            try:
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    sent = 0
+                    while True:
+                        if wanted(sub, item):
+                            frame = item.ws()
+                            edge.usage.stream_bytes(sub.key_id, len(frame))
+                            await ws.send_text(frame)
+                        sent += 1
+                        if sent >= BATCH or sub.queue.empty():
+                            break
+                        item = sub.queue.get_nowait()
+                        if item is CLOSE or item is RESET:
+                            pending = item
+                            break
+            except TimeoutError:
+                raise SlowClient from None

@@ -253,3 +253,21 @@ async def test_websockets_are_not_compressed_even_when_the_client_offers_it(edge
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
         await ws.send(json.dumps({"op": "ping"}))
         assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "pong"}
+
+
+async def test_websocket_burst_arrives_whole_and_in_order(edge_env):
+    ws_url = edge_env.url.replace("http", "ws") + "/v1/ws"
+    async with websockets.connect(ws_url) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "channels": [f"match.{M2}"]}))
+        assert json.loads(await ws.recv())["type"] == "subscribed"
+        for seq in range(1, 151):  # more than one batch queued while the client is not reading
+            await edge_env.producer.send(edge_env.settings.topic("match-deltas"),
+                                         codec.dumps(delta(M2, seq)), key=M2.encode())
+        await edge_env.producer.flush()
+        await asyncio.sleep(1.0)
+        seqs = []
+        while len(seqs) < 150:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert frame["type"] == "delta"
+            seqs.append(frame["data"]["seq"])
+        assert seqs == list(range(1, 151))
