@@ -253,11 +253,13 @@ def test_websocket_frames_get_errors_and_the_edge_keeps_serving(fuzz_edge, n):
 
         check()
     # a frame over the edge's WebSocket limit (1 MiB) closes that connection only
+    # (uncompressed, the edge may close it while the client is still writing it)
     with connect(fuzz_edge["ws"] + "/v1/ws", open_timeout=10, max_size=2**22) as ws:
-        ws.send("x" * (2 * 1024 * 1024))
-        with pytest.raises(ConnectionClosed) as closed:
+        with pytest.raises((ConnectionClosed, ConnectionResetError, BrokenPipeError)) as closed:
+            ws.send("x" * (2 * 1024 * 1024))
             ws.recv(timeout=10)
-        assert closed.value.rcvd is None or closed.value.rcvd.code in (1009, 1008)
+        if isinstance(closed.value, ConnectionClosed):
+            assert closed.value.rcvd is None or closed.value.rcvd.code in (1009, 1008)
     # 20 bad frames in a row: closed with 1008
     with connect(fuzz_edge["ws"] + "/v1/ws", open_timeout=10) as ws:
         with pytest.raises(ConnectionClosed) as closed:

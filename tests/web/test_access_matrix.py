@@ -382,7 +382,7 @@ def secrets_of(keys: Keys) -> list[str]:
     out = []
     for key in keys.full.values():
         out.append(key)
-        out.append(key.rsplit("_", 1)[-1])
+        out.append(key.split("_", 2)[2])  # bts_{id}_{secret}; the secret may hold '_' too
     return out
 
 
