@@ -77,6 +77,14 @@ def changes(world: World, a: float, b: float, step: float = 5.0) -> tuple[dict[s
     return out, live
 
 
+def call_kind(params: dict[str, str]) -> str:
+    """What a call asked for: ``live``, ``date``, ``ids`` (watched or confirming) or ``id``."""
+    for kind in ("live", "date", "ids", "id"):
+        if kind in params:
+            return kind
+    return "other"
+
+
 def ids_in(sport: str, body: str) -> list[str]:
     try:
         items = json.loads(body)["response"]
@@ -98,7 +106,7 @@ async def one_run(env: common.Env, workdir: Path, name: str, speed: float, secon
                                                 "--speed", repr(speed), "--start", repr(start),
                                                 "--matches", str(matches), "--plan", "pro"],
                           s, workdir / "logs")
-    records: list[tuple[str, float, list[str], int, Any]] = []
+    records: list[tuple[str, float, list[str], int, Any, str]] = []
     try:
         await common.wait_http(f"http://127.0.0.1:{port}/_sim/state", sim)
         async with aiohttp.ClientSession() as http:
@@ -121,7 +129,8 @@ async def one_run(env: common.Env, workdir: Path, name: str, speed: float, secon
                         raw = codec.loads(rec.value)
                         at = sim_now + (raw["fetched_at"] - wall) * speed
                         records.append((raw["sport"], at, ids_in(raw["sport"], raw["body"]),
-                                        raw["status"], raw.get("error")))
+                                        raw["status"], raw.get("error"),
+                                        call_kind(raw.get("params") or {})))
                 if not worker.alive():
                     raise RuntimeError("worker died:\n" + worker.log()[-3000:])
         finally:
@@ -137,22 +146,38 @@ async def one_run(env: common.Env, workdir: Path, name: str, speed: float, secon
     return {"records": records, "state": state, "from": sim_now, "to": sim_end}
 
 
-def staleness(world: World, run: dict[str, Any]) -> dict[str, list[float]]:
+def staleness(world: World, run: dict[str, Any]) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Per sport, the staleness of every change once the worker polls that sport (its first
+    good answer), and how many changes came before that (while the worker was starting)."""
     a, b = run["from"], run["to"]
     chg, _ = changes(world, a, b)
     seen: dict[tuple[str, str], list[float]] = {}
-    for sport, at, ids, status, error in run["records"]:
+    polling: dict[str, float] = {}
+    for sport, at, ids, status, error, _ in run["records"]:
         if status == 200 and error is None:
+            polling[sport] = min(at, polling.get(sport, at))
             for i in ids:
                 seen.setdefault((sport, i), []).append(at)
     out: dict[str, list[float]] = {s: [] for s in SPORTS}
+    starting: dict[str, int] = {s: 0 for s in SPORTS}
     for sport, per in chg.items():
         for mid, times in per.items():
             fetched = sorted(seen.get((sport, mid), []))
             for c in times:
+                if c < polling.get(sport, b):
+                    starting[sport] += 1
+                    continue
                 k = bisect.bisect_left(fetched, c)
                 if k < len(fetched):
                     out[sport].append(fetched[k] - c)
+    return out, starting
+
+
+def _kinds(records: list[tuple[Any, ...]], sport: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in records:
+        if r[0] == sport:
+            out[r[5]] = out.get(r[5], 0) + 1
     return out
 
 
@@ -180,18 +205,23 @@ async def run(env: common.Env, workdir: Path, quick: bool) -> list[Row]:
             f"{matches * 3} matches (speed {day_speed:g})", used, "",
             reference=f"naive: every match every {NAIVE_INTERVAL:g} s in play, {naive:,.0f}",
             target="≤ 10 % of naive", ratio=ratio, ok=None if ratio is None else ratio <= 0.10,
-            note="requests per sport: " + ", ".join(
-                f"{s} {sum(1 for r in day['records'] if r[0] == s)}" for s in SPORTS)),
+            note="requests per sport: " + "; ".join(
+                f"{s} {sum(1 for r in day['records'] if r[0] == s)} (" + ", ".join(
+                    f"{k} {n}" for k, n in sorted(_kinds(day["records"], s).items())) + ")"
+                for s in SPORTS)),
         Row("upstream", "upstream: quota errors over the day", quota_errors + sim_quota, "",
             target="0", ok=quota_errors + sim_quota == 0),
     ]
-    fast = staleness(world, day)
-    for sport, values in staleness(world, slow).items():
+    fast, _ = staleness(world, day)
+    slow_values, starting = staleness(world, slow)
+    for sport, values in slow_values.items():
         p95 = common.pct(values, 95)
         rows.append(Row("upstream", f"upstream: {sport} live staleness p95 (change → raw record, "
                         f"speed {slow_speed:g})", p95, "s",
                         reference=f"p50 {common.fmt(common.pct(values, 50), 's')}",
                         target="≤ 20 s", ok=None if p95 is None else p95 <= 20,
-                        note=f"{len(values):,} changes; at speed {day_speed:g} over the day: p95 "
+                        note=f"{len(values):,} changes once the worker polls {sport} "
+                             f"({starting[sport]} before, while it started); at speed "
+                             f"{day_speed:g} over the day: p95 "
                              f"{common.fmt(common.pct(fast[sport], 95), 's')} of {len(fast[sport]):,}"))
     return rows

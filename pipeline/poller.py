@@ -38,7 +38,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPORTS = ("football", "basketball", "hockey")
-PLAN_EVERY = 1.0  # real seconds between re-plans
+#: Re-plan at least this often (real seconds) ...
+PLAN_EVERY = 1.0
+#: ... and at least every this many provider seconds, so that a simulated day run fast
+#: is planned as finely as a real one (at speed 480 one real second is 8 minutes).
+PLAN_EVERY_PROVIDER = 15.0
+
+
+def plan_every(speed: float) -> float:
+    """Real seconds between re-plans when provider time runs ``speed`` times the wall clock."""
+    return min(PLAN_EVERY, PLAN_EVERY_PROVIDER / speed)
 MAX_IN_FLIGHT = 4  # concurrent calls per provider
 
 
@@ -200,8 +209,9 @@ class Poller(Service):
     @Service.task
     async def _run(self) -> None:
         last_plan = 0.0
+        period = plan_every(self.clock.speed)
         while not self.should_stop:
-            if time.monotonic() - last_plan >= PLAN_EVERY:
+            if time.monotonic() - last_plan >= period:
                 await self.replan()
                 last_plan = time.monotonic()
             owned = self.owned_partitions()

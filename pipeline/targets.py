@@ -6,7 +6,8 @@ clients watch) into the targets of one sport, with intervals in provider
 seconds:
 
 - football ``fixtures?live=all`` (every live match with its events, one call):
-  every 15 s while a match is in play or about to start, every 5 min otherwise;
+  every 15 s while a match is in play or about to start (within 2 min, or up to an
+  hour late), every 5 min otherwise;
 - basketball and hockey ``games?date=D`` (their only aggregated call): every 15 s
   while a game of that day is in play or about to start, else by time to the next
   start (30 min within two hours, 3 h otherwise);
@@ -33,7 +34,7 @@ SOON_INTERVAL = 1800.0
 FAR_INTERVAL = 3 * 3600.0
 MAX_INTERVAL = 6 * 3600.0
 SOON = 2 * 3600.0
-ABOUT_TO_START = 10 * 60.0
+ABOUT_TO_START = 2 * 60.0
 IDS_PER_CALL = 20
 
 PROVIDER_OF = {"football": "apifootball", "basketball": "apibasketball", "hockey": "apihockey"}

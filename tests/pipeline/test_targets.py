@@ -74,3 +74,20 @@ def test_stretch_serves_priorities_in_order():
     assert f[0] == 1.0 and f[1] == 1.0
     assert abs(f[2] - 4.0) < 1e-9
     assert f[3] == tg.MAX_INTERVAL
+
+
+def test_live_cadence_starts_two_minutes_before_kickoff():
+    soon = by_key(tg.plan("football", NOW, [m(1, "scheduled", 5 * 60)], set()))
+    assert soon["football:live"].interval == tg.IDLE_LIVE_INTERVAL
+    near = by_key(tg.plan("football", NOW, [m(1, "scheduled", 90)], set()))
+    assert near["football:live"].interval == tg.LIVE_INTERVAL
+    late = by_key(tg.plan("hockey", NOW, [m(1, "scheduled", -50 * 60)], set()))
+    assert late["hockey:date:2026-11-29"].interval == tg.LIVE_INTERVAL
+
+
+def test_plans_are_as_fine_in_provider_time_at_any_clock_speed():
+    from pipeline.poller import plan_every
+
+    assert plan_every(1.0) == 1.0  # the real clock: every second
+    assert plan_every(480.0) * 480 == 15.0  # a fast simulated day: every 15 provider seconds
+    assert plan_every(20.0) * 20 == 15.0
