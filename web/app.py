@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -51,6 +52,12 @@ from web.usage import Usage
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+#: Collector thresholds of an edge. Each connection keeps about 150 objects the collector
+#: tracks, and with the default thresholds a full collection ran every few seconds while
+#: clients came and deltas went: about 0.9 s with 10,000 clients, the edge frozen meanwhile.
+#: Fewer, larger young collections promote fewer short-lived objects, so the full ones
+#: (still triggered by CPython's own rule: long-lived objects grown by a quarter) are rare.
+GC_THRESHOLDS = (10_000, 10, 10)
 
 
 
@@ -135,6 +142,8 @@ def create_app(settings: Settings | None = None, *, heartbeat: int | None = None
         await auth.start()
         await usage.start()
         await pusher.start()
+        gc.set_threshold(*GC_THRESHOLDS)
+        gc.freeze()  # what start-up made lives as long as the process: never scan it again
         jobs = [asyncio.create_task(_every(5, lambda: _publish_watch_counts(edge))),
                 asyncio.create_task(_every(15, lambda: _refresh_streams(edge))),
                 asyncio.create_task(stream.close_on_exit(hub))]
