@@ -5,7 +5,7 @@ few thousand connections cost little CPU and memory. Driven by JSON lines on std
 answered by one JSON line each on stdout:
 
     {"op": "connect", "host": h, "port": p, "sse": n, "ws": m, "channels": "sport.football",
-     "mode": "count" | "latency", "concurrency": 200}
+     "mode": "count" | "latency", "concurrency": 200, "deflate": false}
     {"op": "reset"}                            zero the counters
     {"op": "wait", "frames": n, "timeout": s}  until n delta frames arrived (or the timeout)
     {"op": "report"}
@@ -25,6 +25,7 @@ import struct
 import sys
 import threading
 import time
+import zlib
 from typing import Any
 
 import orjson
@@ -131,11 +132,15 @@ def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
 
 
 class WSClient(asyncio.Protocol):
-    def __init__(self, path: str, host: str, mode: str, channels: list[str]) -> None:
+    def __init__(self, path: str, host: str, mode: str, channels: list[str],
+                 deflate: bool = False) -> None:
         key = base64.b64encode(os.urandom(16)).decode()
+        offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
         self.request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n{offer}"
                         "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+        # what a browser offers; if the server takes it, messages arrive deflated
+        self.inflate = zlib.decompressobj(-15) if deflate else None
         self.subscribe = ws_frame(json.dumps({"op": "subscribe", "channels": channels}).encode())
         self.latency = mode == "latency"
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -186,6 +191,8 @@ class WSClient(asyncio.Protocol):
                 break
             payload = buf[at:at + n]
             pos = at + n
+            if b0 & 0x40 and self.inflate is not None:
+                payload = self.inflate.decompress(payload + b"\x00\x00\xff\xff")
             self.frame(b0 & 0x0F, payload)
         self.buf = buf[pos:]
 
@@ -226,7 +233,8 @@ async def connect(cmd: dict[str, Any]) -> dict[str, Any]:
             if kind == "sse":
                 proto: Any = SSEClient(f"/v1/stream?channels={channels}", host, mode)
             else:
-                proto = WSClient("/v1/ws", host, mode, channels.split(","))
+                proto = WSClient("/v1/ws", host, mode, channels.split(","),
+                                 bool(cmd.get("deflate", False)))
             try:
                 transport, _ = await loop.create_connection(lambda: proto, host, port)
                 ok = await asyncio.wait_for(proto.ready, 60)

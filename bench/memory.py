@@ -15,12 +15,12 @@ from bench.common import Row, Talker, log
 
 
 async def measure(proc: common.Proc, talker: Talker, port: int | str, n: int,
-                  sse: float = 0.5) -> float:
+                  sse: float = 0.5, deflate: bool = False) -> float:
     await asyncio.sleep(1.0)
     before = proc.rss()
     got = await talker.ask({"op": "connect", "host": "127.0.0.1", "port": port,
                             "sse": round(n * sse), "ws": n - round(n * sse), "mode": "count",
-                            "concurrency": 100}, timeout=300)
+                            "concurrency": 100, "deflate": deflate}, timeout=300)
     await asyncio.sleep(2.0)
     after = proc.rss()
     if got["failed"]:
@@ -28,7 +28,8 @@ async def measure(proc: common.Proc, talker: Talker, port: int | str, n: int,
     return (after - before) / max(1, got["connected"])
 
 
-async def edge_memory(env: common.Env, workdir: Path, n: int, sse: float, name: str) -> float:
+async def edge_memory(env: common.Env, workdir: Path, n: int, sse: float, name: str,
+                      deflate: bool = False) -> float:
     """RSS growth per connection on a fresh edge, ``sse`` of them SSE and the rest WebSocket."""
     s = env.settings(name)
     await common.prepare(s)
@@ -40,7 +41,7 @@ async def edge_memory(env: common.Env, workdir: Path, n: int, sse: float, name: 
         warm = common.clients_proc(f"{name}-warm", workdir / "logs")
         await warm.ask({"op": "connect", "host": "127.0.0.1", "port": url.rsplit(":", 1)[1],
                         "sse": 5, "ws": 5})
-        per_edge = await measure(edge, talker, url.rsplit(":", 1)[1], n, sse)
+        per_edge = await measure(edge, talker, url.rsplit(":", 1)[1], n, sse, deflate)
         warm.send({"op": "quit"})
         warm.proc.stop()
     finally:
@@ -56,6 +57,7 @@ async def run(env: common.Env, workdir: Path, quick: bool) -> list[Row]:
     per_edge = await edge_memory(env, workdir, n, 0.5, "mem")
     per_sse = await edge_memory(env, workdir, n // 2, 1.0, "memsse")
     per_ws = await edge_memory(env, workdir, n // 2, 0.0, "memws")
+    per_deflate = await edge_memory(env, workdir, n // 2, 0.0, "memwsz", deflate=True)
     server = Talker(common.Proc.module("mem-rawserver", "bench.rawserver", [], workdir / "logs",
                                        stdin=True))
     talker = common.clients_proc("mem-raw-clients", workdir / "logs")
@@ -74,5 +76,6 @@ async def run(env: common.Env, workdir: Path, quick: bool) -> list[Row]:
                 kib, "KiB", reference=f"plain asyncio socket {per_raw / 1024:.1f} KiB",
                 target="≤ 20 KiB", ratio=per_edge / per_raw if per_raw > 0 else None,
                 ok=kib <= 20,
-                note=f"SSE alone {per_sse / 1024:.1f} KiB, WebSocket alone {per_ws / 1024:.1f} KiB "
-                     f"({n // 2:,} connections each, fresh edges)")]
+                note=f"SSE alone {per_sse / 1024:.1f} KiB, WebSocket alone {per_ws / 1024:.1f} KiB, "
+                     f"WebSocket whose client offers permessage-deflate (as browsers do) "
+                     f"{per_deflate / 1024:.1f} KiB ({n // 2:,} connections each, fresh edges)")]

@@ -167,12 +167,7 @@ class Poller(Service):
             return
         fresh: dict[str, tg.PollTarget] = {}
         for t in planned:
-            old = self.targets.get(t.key)
-            if old is not None:
-                t.last_polled = old.last_polled
-                t.next_due = (old.last_polled + t.interval) if old.last_polled is not None else old.next_due
-            else:
-                t.next_due = now
+            tg.carry_over(t, self.targets.get(t.key), self.interval(t), now)
             fresh[t.key] = t
         for key, t in self.confirm.items():
             fresh[key] = t
@@ -253,7 +248,8 @@ class Poller(Service):
         grant = await budget.acquire(now, t.priority)
         if not grant.granted:
             self.denied += 1
-            t.next_due = now + max(self.interval(t), min(grant.retry_after, tg.MAX_INTERVAL))
+            t.next_due = t.not_before = now + max(self.interval(t),
+                                                  min(grant.retry_after, tg.MAX_INTERVAL))
             return
         raw = await self.clients[t.sport].fetch(t.endpoint, t.params)
         self.calls += 1

@@ -59,6 +59,8 @@ class PollTarget:
     once: bool = False
     next_due: float = 0.0
     last_polled: float | None = None
+    #: the budget refused a call: not again before this provider time
+    not_before: float = 0.0
     meta: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -118,6 +120,18 @@ def plan(sport: str, now: float, matches: list[KnownMatch], watched: set[str],
             targets.append(PollTarget(f"{sport}:date:{day}", sport, endpoint, {"date": day},
                                       0 if live else 2, interval))
     return targets
+
+
+def carry_over(new: PollTarget, old: PollTarget | None, interval: float, now: float) -> None:
+    """Schedule ``new``, a re-planned ``old``: ``interval`` (already stretched to the budget)
+    after its last poll, and never before a time the budget asked to wait for."""
+    if old is None:
+        new.next_due = now
+        return
+    new.last_polled = old.last_polled
+    new.not_before = old.not_before
+    due = old.next_due if old.last_polled is None else old.last_polled + interval
+    new.next_due = max(due, new.not_before)
 
 
 def confirm_targets(sport: str, finished_ids: list[str]) -> list[PollTarget]:

@@ -44,7 +44,9 @@ async def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
 async def run_day(settings, redis_client, tmp_path, *, plan: str, speed: float, matches: int,
                   seconds: float, kill_after: float | None) -> dict:
     sim_port = free_port()
-    start = time.time()
+    # 01:00 UTC today: the run spans up to a day of provider time at these speeds and must
+    # stay inside one provider day, whose quota is what the checks below count against
+    start = time.time() // 86_400 * 86_400 + 3600
     s = dataclasses.replace(settings, provider_url=f"http://127.0.0.1:{sim_port}",
                             clock_speed=speed, clock_start=start, provider_plan=plan)
     logs = tmp_path / "logs"

@@ -91,3 +91,24 @@ def test_plans_are_as_fine_in_provider_time_at_any_clock_speed():
     assert plan_every(1.0) == 1.0  # the real clock: every second
     assert plan_every(480.0) * 480 == 15.0  # a fast simulated day: every 15 provider seconds
     assert plan_every(20.0) * 20 == 15.0
+
+
+def test_a_replanned_target_keeps_its_stretched_interval_and_its_wait():
+    old = tg.PollTarget("basketball:date:2026-11-29", "basketball", "games", {}, 0, 15.0)
+    old.last_polled, old.next_due = NOW, NOW + 60.0  # polled, stretched four times
+    new = tg.PollTarget(old.key, "basketball", "games", {}, 0, 15.0)
+    tg.carry_over(new, old, 60.0, NOW + 1)
+    assert new.next_due == NOW + 60.0 and new.last_polled == NOW
+    # the budget refused a call and asked to wait an hour: re-planning keeps the wait
+    old.not_before = old.next_due = NOW + 3600.0
+    again = tg.PollTarget(old.key, "basketball", "games", {}, 0, 15.0)
+    tg.carry_over(again, old, 15.0, NOW + 2)
+    assert again.next_due == NOW + 3600.0
+    # a new target is due at once; one never polled keeps its due time
+    fresh = tg.PollTarget("hockey:date:2026-11-29", "hockey", "games", {}, 0, 15.0)
+    tg.carry_over(fresh, None, 15.0, NOW)
+    assert fresh.next_due == NOW
+    unpolled = tg.PollTarget(fresh.key, "hockey", "games", {}, 0, 15.0)
+    fresh.next_due = NOW + 5
+    tg.carry_over(unpolled, fresh, 15.0, NOW + 1)
+    assert unpolled.next_due == NOW + 5
