@@ -117,6 +117,22 @@ def wanted(sub: Subscriber, entry: Entry) -> bool:
     return floor is None or entry.offset >= floor[entry.partition]
 
 
+def take_queued(sub: Subscriber, first: Entry, limit: int) -> tuple[list[Entry], Any]:
+    """``first`` and the deltas queued behind it (``limit`` in all) that ``sub`` still wants,
+    to send together; and a ``CLOSE`` or ``RESET`` met on the way (None if none), which
+    ends the batch and must be handled next."""
+    entries = [first] if wanted(sub, first) else []
+    taken = 1
+    while taken < limit and not sub.queue.empty():
+        item = sub.queue.get_nowait()
+        if item is CLOSE or item is RESET:
+            return entries, item
+        taken += 1
+        if wanted(sub, item):
+            entries.append(item)
+    return entries, None
+
+
 async def admit(edge: Any, principal: Principal, channels: list[str], sub: Subscriber) -> str | None:
     """Check the tier allows the channels and one more stream; returns an error code or None."""
     for ch in channels:
@@ -215,16 +231,8 @@ async def stream(request: Request) -> Response:
                 continue
             # Whatever else is already queued goes out in the same write: one
             # send through the server per burst instead of one per delta.
-            frames = []
-            while True:
-                if wanted(sub, item):
-                    frames.append(item.sse())
-                if len(frames) >= COALESCE or sub.queue.empty():
-                    break
-                item = sub.queue.get_nowait()
-                if item is CLOSE or item is RESET:
-                    pending = item
-                    break
+            entries, pending = take_queued(sub, item, COALESCE)
+            frames = [e.sse() for e in entries]
             if frames:
                 chunk = frames[0] if len(frames) == 1 else b"".join(frames)
                 edge.usage.stream_bytes(sub.key_id, len(chunk))

@@ -27,7 +27,7 @@ from tables.channels import ChannelError, validate
 from web.hub import CLOSE, RESET, TIMEOUT, Subscriber, frame_json, next_item
 from web.access import authenticate_scope
 from web.auth import AuthError
-from web.stream import MAX_CHANNELS, admit, missed, release, wanted
+from web.stream import MAX_CHANNELS, admit, missed, release, take_queued
 
 log = logging.getLogger(__name__)
 
@@ -223,19 +223,11 @@ async def _send_loop(ws: WebSocket, edge: Any, sub: Subscriber) -> None:
             # The deltas already queued go out under one timer: a timer per frame cost
             # about a quarter of the time spent sending.
             try:
+                entries, pending = take_queued(sub, item, BATCH)
                 async with asyncio.timeout(SEND_TIMEOUT):
-                    sent = 0
-                    while True:
-                        if wanted(sub, item):
-                            frame = item.ws()
-                            edge.usage.stream_bytes(sub.key_id, len(frame))
-                            await ws.send_text(frame)
-                        sent += 1
-                        if sent >= BATCH or sub.queue.empty():
-                            break
-                        item = sub.queue.get_nowait()
-                        if item is CLOSE or item is RESET:
-                            pending = item
-                            break
+                    for entry in entries:
+                        frame = entry.ws()
+                        edge.usage.stream_bytes(sub.key_id, len(frame))
+                        await ws.send_text(frame)
             except TimeoutError:
                 raise SlowClient from None

@@ -73,3 +73,23 @@ async def test_mailbox_wakes_its_reader_and_times_out_without_leaving_a_waiter()
     assert box._waiter is None
     box.put_nowait("c")
     assert box.get_nowait() == "c"
+
+
+def test_take_queued_batches_up_to_a_limit_skips_the_unwanted_and_stops_at_a_sentinel():
+    from web.hub import CLOSE
+    from web.stream import take_queued
+
+    sub = Subscriber({"sport.football"})
+    for n in range(2, 8):
+        sub.queue.put_nowait(entry(n))
+    got, pending = take_queued(sub, entry(1), 4)
+    assert [e.offset for e in got] == [1, 2, 3, 4] and pending is None and sub.queue.qsize() == 3
+    sub.floor = [6]  # a resumed client has seen everything before offset 6
+    sub.queue.put_nowait(RESET)
+    sub.queue.put_nowait(entry(8))
+    got, pending = take_queued(sub, sub.queue.get_nowait(), 64)
+    assert [e.offset for e in got] == [6, 7] and pending is RESET
+    assert sub.queue.qsize() == 1
+    sub.queue.put_nowait(CLOSE)
+    got, pending = take_queued(sub, sub.queue.get_nowait(), 64)
+    assert [e.offset for e in got] == [8] and pending is CLOSE and sub.queue.empty()
