@@ -43,12 +43,12 @@ PLAN_EVERY = 1.0
 #: ... and at least every this many provider seconds, so that a simulated day run fast
 #: is planned as finely as a real one (at speed 480 one real second is 8 minutes).
 PLAN_EVERY_PROVIDER = 15.0
+MAX_IN_FLIGHT = 4  # concurrent calls per provider
 
 
 def plan_every(speed: float) -> float:
     """Real seconds between re-plans when provider time runs ``speed`` times the wall clock."""
     return min(PLAN_EVERY, PLAN_EVERY_PROVIDER / speed)
-MAX_IN_FLIGHT = 4  # concurrent calls per provider
 
 
 def partition_for(key: str, partitions: int) -> int:
