@@ -16,17 +16,21 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from pipeline.connections import aiokafka_options, redis_client
 from pipeline.settings import Settings
@@ -178,7 +182,7 @@ def create_app(settings: Settings | None = None, *, heartbeat: int | None = None
         Route("/v1/matches/{match_id}", rest.match),
         Route("/v1/matches/{match_id}/deltas", rest.deltas),
         Route("/v1/usage", rest.usage),
-        Route("/v1/stream", stream.stream),
+        Route(stream.PATH, stream.stream),
         Route("/v1/replay", replay_history),
         WebSocketRoute("/v1/ws", ws.websocket_endpoint),
         WebSocketRoute("/app/{key}", pusher_endpoint),
@@ -193,17 +197,63 @@ def create_app(settings: Settings | None = None, *, heartbeat: int | None = None
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    cors = dict(allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["Authorization", "X-API-Key", "Last-Event-ID", "Content-Type"],
+                expose_headers=["X-Cache", "ETag", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+                                "X-RateLimit-Reset", "Retry-After"])
     middleware = [
-        Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
-                   allow_headers=["Authorization", "X-API-Key", "Last-Event-ID", "Content-Type"],
-                   expose_headers=["X-Cache", "ETag", "X-RateLimit-Limit", "X-RateLimit-Remaining",
-                                   "X-RateLimit-Reset", "Retry-After"]),
+        Middleware(CORSMiddleware, **cors),
         Middleware(monitoring.RequestMetrics),
         Middleware(AccessMiddleware),
     ]
-    return Starlette(
+    return EdgeApp(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={ApiError: handle_api_error, HTTPException: handle_http_error},
+        cors=CORSMiddleware(None, **cors),  # type: ignore[arg-type]
     )
+
+
+class EdgeApp(Starlette):
+    """The edge's ASGI app: streams go straight to their handlers.
+
+    A stream lives for hours. Through the middleware stack each of its writes would pass
+    five wrappers, and each connection would keep a dozen suspended frames and their
+    closures. The stack does nothing a stream needs that is not done here: streams
+    authenticate in their own handshakes, and an SSE response gets its CORS headers and
+    its request count below. Everything else, and a stream path with no route, takes the
+    stack.
+    """
+
+    def __init__(self, *, cors: CORSMiddleware, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cors = cors
+        self.sockets = [r for r in self.routes if isinstance(r, WebSocketRoute)]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            for route in self.sockets:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope["app"] = self
+                    scope.update(child)
+                    await route.endpoint(WebSocket(scope, receive, send))
+                    return
+        elif kind == "http" and scope["path"] == stream.PATH and scope["method"] in ("GET", "HEAD"):
+            scope["app"] = self
+            status = await stream.serve(scope, receive, send, await self.cors_headers(scope))
+            monitoring.metrics_of(self).http_requests.labels(stream.PATH, str(status)).inc()
+            return
+        await super().__call__(scope, receive, send)
+
+    async def cors_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        """The headers the CORS middleware would add to a response to this request."""
+        start: Message = {"type": "http.response.start", "status": 200, "headers": []}
+
+        async def keep(message: Message) -> None:
+            pass
+
+        await self.cors.send(start, keep, Headers(scope=scope))
+        return list(start["headers"])

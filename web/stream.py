@@ -31,6 +31,7 @@ from web.hub import CLOSE, RESET, TIMEOUT, Entry, Subscriber, next_item
 
 log = logging.getLogger(__name__)
 
+PATH = "/v1/stream"
 MAX_CHANNELS = 50
 RETRY_MS = 2000
 #: At most this many queued deltas are written to a client in one chunk.
@@ -241,6 +242,16 @@ async def stream(request: Request) -> Response:
     return EventStream(events(), sub, lambda: release(edge, sub))
 
 
+async def serve(scope: Scope, receive: Receive, send: Send,
+                headers: list[tuple[bytes, bytes]]) -> int:
+    """Answer ``GET /v1/stream`` straight from the server, with ``headers`` added to the
+    response; returns its status."""
+    response = await stream(Request(scope, receive))
+    response.raw_headers.extend(headers)
+    await response(scope, receive, send)
+    return response.status_code
+
+
 CONNECTED = ServerSentEvent(comment="connected", retry=RETRY_MS).encode()
 
 
@@ -252,16 +263,19 @@ class EventStream:
     from one task per edge (:func:`close_on_exit`). The heartbeat is one of the frames.
     """
 
+    status_code = 200
+
     def __init__(self, frames: AsyncIterator[bytes], sub: Subscriber,
                  on_close: Callable[[], Awaitable[None]]) -> None:
         self.frames = frames
         self.sub = sub
         self.on_close = on_close
+        self.raw_headers = list(HEADERS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watcher: asyncio.Task[None] | None = None
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             if scope.get("method") == "HEAD":
                 await send({"type": "http.response.body", "body": b""})
                 return

@@ -271,3 +271,32 @@ async def test_websocket_burst_arrives_whole_and_in_order(edge_env):
             assert frame["type"] == "delta"
             seqs.append(frame["data"]["seq"])
         assert seqs == list(range(1, 151))
+
+
+async def test_streams_get_the_cors_headers_and_request_counts_of_every_route(edge_env):
+    """Streams skip the middleware stack: what it gives other routes they must still get."""
+    origin = {"Origin": "https://scores.example"}
+    cors = ("access-control-allow-origin", "access-control-expose-headers", "vary")
+    async with httpx.AsyncClient(base_url=edge_env.url, timeout=10) as c:
+        rest = await c.get("/v1/sports", headers=origin)
+        assert rest.headers["access-control-allow-origin"] == "*"
+        bad = await c.get("/v1/stream?channels=sport.curling", headers=origin)
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "channels"
+        async with c.stream("GET", "/v1/stream?channels=sport.football", headers=origin) as sse:
+            assert sse.status_code == 200
+            assert sse.headers["content-type"].startswith("text/event-stream")
+            for name in cors:
+                assert sse.headers.get(name) == rest.headers.get(name) == bad.headers.get(name), name
+        plain = await c.get("/v1/stream?channels=sport.curling")
+        assert "access-control-allow-origin" not in plain.headers
+        preflight = await c.options("/v1/stream", headers={
+            **origin, "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "Last-Event-ID"})
+        assert preflight.status_code == 200
+        assert "last-event-id" in preflight.headers["access-control-allow-headers"].lower()
+        assert (await c.post("/v1/stream?channels=sport.football")).status_code == 405
+        text = (await c.get("/metrics")).text
+    counted = {line.split(" ")[0] for line in text.splitlines()
+               if line.startswith('bts_http_requests_total{route="/v1/stream"')}
+    assert any('status="200"' in line for line in counted), text
+    assert any('status="400"' in line for line in counted), text
