@@ -45,7 +45,7 @@ from web.access import AccessMiddleware
 from web.auth import Authenticator
 from web.errors import ApiError, handle_api_error, handle_http_error
 from web.feed import DeltaFeed
-from web.hub import Hub, Subscriber
+from web.hub import Hub, Subscriber, Watchdog
 from web.limits import Limits
 from web.pusher import Apps, PusherServer
 from web.pusher import http_api as pusher_http
@@ -150,7 +150,8 @@ def create_app(settings: Settings | None = None, *, heartbeat: int | None = None
         gc.freeze()  # what start-up made lives as long as the process: never scan it again
         jobs = [asyncio.create_task(_every(5, lambda: _publish_watch_counts(edge))),
                 asyncio.create_task(_every(15, lambda: _refresh_streams(edge))),
-                asyncio.create_task(stream.close_on_exit(hub))]
+                asyncio.create_task(stream.close_on_exit(hub)),
+                asyncio.create_task(Watchdog(hub, heartbeat).run())]
         jobs.append(monitoring.start(app, edge))
         try:
             yield

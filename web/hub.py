@@ -23,6 +23,10 @@ from tables import codec
 RESET = object()
 #: Sentinel put in a queue to close the subscriber.
 CLOSE = object()
+#: Sentinel put in a queue when the subscriber's heartbeat is due (see :class:`Watchdog`).
+PING = object()
+#: Seconds one write may wait for a client that reads nothing before the stream is dropped.
+SEND_TIMEOUT = 30.0
 
 _ids = itertools.count(1)
 
@@ -139,10 +143,42 @@ class Subscriber:
     close_code: int = 1001
     principal: Any = None
     last_pos: tuple[int, int] = (-1, -1)
+    #: the task writing this client's stream, once it streams (:meth:`watch`)
+    writer: asyncio.Task[Any] | None = None
+    #: loop time the next heartbeat is due, and when the write in progress began (0: none)
+    ping_at: float = 0.0
+    writing_since: float = 0.0
+    #: set when the watchdog stopped a write that waited too long
+    stalled: bool = False
 
     def __post_init__(self) -> None:
         self.queue = Mailbox()
         self.lock = asyncio.Lock()
+
+    def watch(self, heartbeat: float) -> None:
+        """From now on the edge's :class:`Watchdog` looks after the current task's writes
+        to this client: it queues :data:`PING` every ``heartbeat`` seconds and stops a
+        write that waits too long. A writer sets :attr:`writing_since` around each write."""
+        self.writer = asyncio.current_task()
+        self.ping_at = asyncio.get_running_loop().time() + heartbeat
+
+    def stall(self) -> None:
+        """Stop the write in progress: the writer gets ``CancelledError`` and
+        :meth:`stalled_write` tells it why."""
+        self.stalled = True
+        if self.writer is not None:
+            self.writer.cancel()
+
+    def stalled_write(self) -> bool:
+        """Called on ``CancelledError`` in a write: True (and the task no longer
+        cancelled) when the watchdog stopped it, so the client is to be dropped; False
+        when the task itself is being cancelled."""
+        if not self.stalled:
+            return False
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return True
 
     def offer(self, item: Any) -> None:
         pos = (item.partition, item.offset)
@@ -226,6 +262,40 @@ class Hub:
             if rest and (ch.startswith("match.") or ch.startswith(("private-match.", "presence-match."))):
                 counts[rest] = counts.get(rest, 0) + len(subs)
         return counts
+
+
+class Watchdog:
+    """One task per edge doing what took two timers per connection (a timer per wait
+    for the heartbeat and one per write for the send timeout, about a quarter of an
+    edge's time with 10,000 clients): it queues :data:`PING` for each watched
+    subscriber whose heartbeat is due, and stops the writer of one whose write has
+    waited ``send_timeout`` seconds for a client that reads nothing.
+
+    Heartbeats are as regular as the ticks (a quarter of ``heartbeat``, at most 1 s)."""
+
+    def __init__(self, hub: Hub, heartbeat: float, send_timeout: float = SEND_TIMEOUT) -> None:
+        self.hub = hub
+        self.heartbeat = heartbeat
+        self.send_timeout = send_timeout
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        every = min(1.0, self.heartbeat / 4)
+        while True:
+            await asyncio.sleep(every)
+            self.check(loop.time())
+
+    def check(self, now: float) -> None:
+        heartbeat, limit = self.heartbeat, self.send_timeout
+        for sub in list(self.hub.subscribers):
+            if sub.writer is None:
+                continue  # not streaming yet, or a transport with its own keep-alive
+            if sub.writing_since:
+                if now - sub.writing_since >= limit:
+                    sub.stall()
+            elif now >= sub.ping_at:
+                sub.ping_at = now + heartbeat
+                sub.queue.put_nowait(PING)
 
 
 def frame_json(kind: str, **fields: Any) -> str:

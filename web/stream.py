@@ -27,7 +27,7 @@ from web.auth import AuthError, Principal
 from web.cursor import Cursor, CursorError
 from web.errors import ApiError, bad_param, error_response
 from web.feed import HistoryGone
-from web.hub import CLOSE, RESET, TIMEOUT, Entry, Subscriber, next_item
+from web.hub import CLOSE, PING, RESET, SEND_TIMEOUT, Entry, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,8 @@ MAX_CHANNELS = 50
 RETRY_MS = 2000
 #: At most this many queued deltas are written to a client in one chunk.
 COALESCE = 64
-#: The comment sent after ``heartbeat`` seconds without anything else to send.
-PING = b": ping\n\n"
-#: Seconds one write may wait for a client that reads nothing before the stream is dropped.
-SEND_TIMEOUT = 30.0
+#: The comment sent every ``heartbeat`` seconds.
+HEARTBEAT = b": ping\n\n"
 HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
            (b"connection", b"keep-alive"), (b"x-accel-buffering", b"no")]
 
@@ -120,13 +118,13 @@ def wanted(sub: Subscriber, entry: Entry) -> bool:
 
 def take_queued(sub: Subscriber, first: Entry, limit: int) -> tuple[list[Entry], Any]:
     """``first`` and the deltas queued behind it (``limit`` in all) that ``sub`` still wants,
-    to send together; and a ``CLOSE`` or ``RESET`` met on the way (None if none), which
-    ends the batch and must be handled next."""
+    to send together; and a ``CLOSE``, ``RESET`` or ``PING`` met on the way (None if none),
+    which ends the batch and must be handled next."""
     entries = [first] if wanted(sub, first) else []
     taken = 1
     while taken < limit and not sub.queue.empty():
         item = sub.queue.get_nowait()
-        if item is CLOSE or item is RESET:
+        if item is CLOSE or item is RESET or item is PING:
             return entries, item
         taken += 1
         if wanted(sub, item):
@@ -214,16 +212,11 @@ async def stream(request: Request) -> Response:
         for entry in resume.entries:
             yield entry.sse()
         pending: Any = None
-        clock = asyncio.get_running_loop().time
-        ping_at = clock() + edge.heartbeat
         while True:
-            item = pending if pending is not None else await next_item(
-                sub.queue, max(0.0, ping_at - clock()))
+            item = pending if pending is not None else await sub.queue.get()
             pending = None
-            if clock() >= ping_at:
-                ping_at = clock() + edge.heartbeat
-                yield PING
-            if item is TIMEOUT:
+            if item is PING:
+                yield HEARTBEAT
                 continue
             if item is CLOSE:
                 return
@@ -239,6 +232,7 @@ async def stream(request: Request) -> Response:
                 edge.usage.stream_bytes(sub.key_id, len(chunk))
                 yield chunk
 
+    sub.watch(edge.heartbeat)
     return EventStream(events(), sub, lambda: release(edge, sub))
 
 
@@ -260,7 +254,9 @@ class EventStream:
 
     The connection's own task writes; one small task waits for the client to go away
     and closes ``sub``, which ends ``frames``. Server shutdown closes every stream
-    from one task per edge (:func:`close_on_exit`). The heartbeat is one of the frames.
+    from one task per edge (:func:`close_on_exit`). The heartbeat is one of the frames,
+    queued by the edge's :class:`~web.hub.Watchdog`, which also ends a write that
+    waits :data:`~web.hub.SEND_TIMEOUT` for a client that reads nothing.
     """
 
     status_code = 200
@@ -280,13 +276,18 @@ class EventStream:
                 await send({"type": "http.response.body", "body": b""})
                 return
             watcher = asyncio.create_task(self._close_on_disconnect(receive))
+            sub, clock = self.sub, asyncio.get_running_loop().time
             async for chunk in self.frames:
+                sub.writing_since = clock()
                 try:
-                    async with asyncio.timeout(SEND_TIMEOUT):
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except TimeoutError:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                except asyncio.CancelledError:
+                    if not sub.stalled_write():
+                        raise
                     log.info("dropping an SSE client that read nothing for %.0f s", SEND_TIMEOUT)
                     return
+                finally:
+                    sub.writing_since = 0.0
             await send({"type": "http.response.body", "body": b""})
         finally:
             if watcher is not None:

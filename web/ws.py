@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tables import codec
 from tables.channels import ChannelError, validate
-from web.hub import CLOSE, RESET, TIMEOUT, Subscriber, frame_json, next_item
+from web.hub import CLOSE, PING, RESET, SEND_TIMEOUT, Subscriber, frame_json
 from web.access import authenticate_scope
 from web.auth import AuthError
 from web.stream import MAX_CHANNELS, admit, missed, release, take_queued
@@ -183,13 +183,9 @@ class SlowClient(Exception):
     """A frame could not be written within :data:`SEND_TIMEOUT`: the client reads nothing."""
 
 
-#: Seconds a frame may wait for a client that does not read before it is disconnected.
-SEND_TIMEOUT = 30.0
-
-
 async def _send(ws: WebSocket, *texts: str) -> None:
-    """Send ``texts``, one frame each, under one timer (``asyncio.timeout`` rather than
-    ``wait_for``, which costs a task per call)."""
+    """Send ``texts``, one frame each, under one timer: the replies to a client's own
+    frames, and the snapshots after a reset."""
     try:
         async with asyncio.timeout(SEND_TIMEOUT):
             for text in texts:
@@ -198,18 +194,34 @@ async def _send(ws: WebSocket, *texts: str) -> None:
         raise SlowClient from None
 
 
-#: At most this many queued deltas are sent under one lock and one send timeout.
+async def _deliver(ws: WebSocket, sub: Subscriber, *texts: str) -> None:
+    """Send ``texts`` from the send loop, with no timer of their own: the edge's watchdog
+    stops a write that waits too long (a timer per write cost about a quarter of the
+    time spent sending)."""
+    sub.writing_since = asyncio.get_running_loop().time()
+    try:
+        for text in texts:
+            await ws.send_text(text)
+    except asyncio.CancelledError:
+        if not sub.stalled_write():
+            raise
+        raise SlowClient from None
+    finally:
+        sub.writing_since = 0.0
+
+
+#: At most this many queued deltas are sent under one lock.
 BATCH = 64
 
 
 async def _send_loop(ws: WebSocket, edge: Any, sub: Subscriber) -> None:
-    heartbeat = edge.heartbeat
+    sub.watch(edge.heartbeat)
     pending: Any = None
     while True:
-        item = pending if pending is not None else await next_item(sub.queue, heartbeat)
+        item = pending if pending is not None else await sub.queue.get()
         pending = None
-        if item is TIMEOUT:
-            await _send(ws, '{"type":"ping"}')
+        if item is PING:
+            await _deliver(ws, sub, '{"type":"ping"}')
             continue
         if item is CLOSE:
             reason = "key revoked" if sub.close_code == CLOSE_REVOKED else "reconnect with your cursor"
@@ -222,10 +234,9 @@ async def _send_loop(ws: WebSocket, edge: Any, sub: Subscriber) -> None:
                                            reason="history unavailable or client too slow"))
                 await _send_snapshots(ws, edge, sorted(sub.channels), "snapshot")
                 continue
-            # The deltas already queued go out under one timer: a timer per frame cost
-            # about a quarter of the time spent sending.
+            # The deltas already queued go out together, under one lock.
             entries, pending = take_queued(sub, item, BATCH)
             frames = [entry.ws() for entry in entries]
             if frames:
                 edge.usage.stream_bytes(sub.key_id, sum(len(f) for f in frames))
-                await _send(ws, *frames)
+                await _deliver(ws, sub, *frames)

@@ -93,3 +93,72 @@ def test_take_queued_batches_up_to_a_limit_skips_the_unwanted_and_stops_at_a_sen
     sub.queue.put_nowait(CLOSE)
     got, pending = take_queued(sub, sub.queue.get_nowait(), 64)
     assert [e.offset for e in got] == [8] and pending is CLOSE and sub.queue.empty()
+
+
+async def test_watchdog_pings_each_watched_subscriber_on_time_and_no_other():
+    import asyncio
+
+    from web.hub import PING, Watchdog
+
+    hub = Hub()
+    watched, waiting, unwatched = (Subscriber({"sport.football"}) for _ in range(3))
+    for sub in (watched, waiting, unwatched):
+        hub.add(sub)
+    watched.watch(15)
+    waiting.watch(15)
+    now = asyncio.get_running_loop().time()
+    dog = Watchdog(hub, heartbeat=15, send_timeout=30)
+    dog.check(now + 14)
+    assert all(s.queue.empty() for s in (watched, waiting, unwatched))
+    dog.check(now + 15.5)
+    assert watched.queue.get_nowait() is PING and waiting.queue.get_nowait() is PING
+    dog.check(now + 20)  # the next one is due 15 s after the last
+    assert watched.queue.empty() and unwatched.queue.empty()
+    dog.check(now + 31)
+    assert watched.queue.get_nowait() is PING and unwatched.queue.empty()
+
+
+async def test_watchdog_stops_a_write_that_waits_too_long_and_nothing_else():
+    import asyncio
+
+    from web.hub import Watchdog
+
+    hub = Hub()
+    never = asyncio.Event()
+
+    async def writer(sub: Subscriber) -> str:
+        sub.watch(15)
+        sub.writing_since = asyncio.get_running_loop().time()
+        try:
+            await never.wait()  # a client that reads nothing
+        except asyncio.CancelledError:
+            if not sub.stalled_write():
+                raise
+            return "dropped"
+        finally:
+            sub.writing_since = 0.0
+        return "written"
+
+    stuck, fine = Subscriber({"sport.football"}), Subscriber({"sport.football"})
+    hub.add(stuck)
+    hub.add(fine)
+    stuck_task = asyncio.create_task(writer(stuck))
+    fine_task = asyncio.create_task(writer(fine))
+    await asyncio.sleep(0.01)
+    dog = Watchdog(hub, heartbeat=15, send_timeout=30)
+    started = stuck.writing_since
+    fine.writing_since = started + 20  # this one began its write later
+    dog.check(started + 29)
+    await asyncio.sleep(0.01)
+    assert not stuck_task.done()
+    dog.check(started + 30)
+    assert await asyncio.wait_for(stuck_task, 1) == "dropped"
+    assert stuck.writing_since == 0.0 and not fine_task.done()
+    fine_task.cancel()  # a cancellation of the task itself is not taken for a stall
+    try:
+        await fine_task
+    except asyncio.CancelledError:
+        pass
+    else:
+        raise AssertionError("the task's own cancellation was swallowed")
+    never.set()

@@ -46,7 +46,7 @@ CLOG, CLOG_PAD = 28, 200_000  # 5.6 MB: more than the kernel buffers of one conn
 PAD = 1024
 #: how much the abusers may add to the good clients' median latency
 SLACK = 0.25
-SEND_TIMEOUT = 30.0  # web/stream.py: a send blocked this long ends an SSE stream
+SEND_TIMEOUT = 30.0  # web/hub.py: a send blocked this long ends an SSE stream
 
 FLOODER = r"""
 import asyncio, json, os, sys, time
