@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 STREAM_TTL = 45
+#: Clients whose streams one pipeline refreshes.
+REFRESH_BATCH = 500
 #: Share of a tier's requests per minute an edge may take from the bucket at once.
 LEASE_SHARE = 1 / 600
 #: Most requests one lease holds.
@@ -171,13 +173,21 @@ class Limits:
                                      args=[stream_id, limit, STREAM_TTL]))
 
     async def refresh_streams(self, entries: list[tuple[str, str]]) -> None:
+        """Mark open streams alive: one ``ZADD`` per client, sent in pipelines of at most
+        :data:`REFRESH_BATCH` commands, so that refreshing 10,000 streams never holds the
+        event loop for more than a few milliseconds at a time."""
         if not entries:
             return
-        t = await self.redis.time()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for who, stream_id in entries:
-                pipe.zadd(f"{self.prefix}streams:{who}", {stream_id: t[0]}, xx=True)
-            await pipe.execute()
+        t = (await self.redis.time())[0]
+        by_who: dict[str, dict[str, int]] = {}
+        for who, stream_id in entries:
+            by_who.setdefault(who, {})[stream_id] = t
+        items = list(by_who.items())
+        for start in range(0, len(items), REFRESH_BATCH):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for who, members in items[start:start + REFRESH_BATCH]:
+                    pipe.zadd(f"{self.prefix}streams:{who}", members, xx=True)
+                await pipe.execute()
 
     async def close_stream(self, who: str, stream_id: str) -> None:
         await self.redis.zrem(f"{self.prefix}streams:{who}", stream_id)

@@ -88,3 +88,24 @@ async def test_denied_lease_tells_when_to_come_back(settings, redis_client):
     denied = [d for d in spent if not d.allowed]
     assert denied and all(d.remaining == 0 and d.retry_after > 0 for d in denied)
     assert all(d.headers()["X-RateLimit-Remaining"] == "0" for d in denied)
+
+
+async def test_refreshing_streams_marks_the_open_ones_alive_and_adds_none(settings, redis_client,
+                                                                          monkeypatch):
+    import web.limits
+
+    monkeypatch.setattr(web.limits, "REFRESH_BATCH", 2)  # three clients: two pipelines
+    limits = Limits(redis_client, settings.redis_prefix)
+    opened = [("key:a", "e1:1"), ("key:a", "e1:2"), ("ip:b", "e1:3"), ("key:c", "e1:4")]
+    for who, stream_id in opened:
+        assert await limits.open_stream(who, stream_id, 5)
+    for who, stream_id in opened:  # as if last marked alive long ago
+        await redis_client.zadd(f"{settings.redis_prefix}streams:{who}", {stream_id: 1})
+    await limits.close_stream("key:c", "e1:4")
+    await limits.refresh_streams(opened + [("key:a", "e2:9")])
+    now = (await redis_client.time())[0]
+    for who, stream_id in opened[:3]:
+        score = await redis_client.zscore(f"{settings.redis_prefix}streams:{who}", stream_id)
+        assert now - 2 <= score <= now, (who, stream_id, score)
+    assert await redis_client.zrange(f"{settings.redis_prefix}streams:key:a", 0, -1) == [b"e1:1", b"e1:2"]
+    assert await redis_client.zcard(f"{settings.redis_prefix}streams:key:c") == 0
