@@ -21,10 +21,19 @@ from redis.asyncio.sentinel import Sentinel
 from pipeline.settings import Settings
 
 
+#: Connections one client keeps to Redis at most. Past that, a command waits for a free
+#: connection (up to its socket timeout, else 5 s); redis-py's default pool instead fails
+#: every command past 100 at once, which a burst of clients connecting to an edge reaches.
+REDIS_MAX_CONNECTIONS = 64
+
+
 def redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
     """A Redis client for ``settings``; ``options`` are redis-py connection options."""
     if not settings.redis_sentinels:
-        return aioredis.Redis.from_url(settings.redis_url, **options)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_MAX_CONNECTIONS,
+            timeout=options.get("socket_timeout") or 5, **options)
+        return aioredis.Redis.from_pool(pool)
     url = urlparse(settings.redis_url)
     query = {k: v[-1] for k, v in parse_qs(url.query).items()}
     db = int(url.path.lstrip("/") or query.get("db", 0) or 0)
