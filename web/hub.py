@@ -11,7 +11,6 @@ silently misses a change.
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,13 +38,15 @@ class Mailbox:
     """A subscriber's queue: one reader, any number of writers, no bound of its own
     (:meth:`Subscriber.offer` applies the slow-client policy).
 
-    ``asyncio.Queue`` keeps three deques and an event per queue; this keeps one
-    deque and, while its reader waits, one future: a few KiB less per connection."""
+    ``asyncio.Queue`` keeps three deques and an event per queue; this keeps one list
+    and, while its reader waits, one future: a few KiB less per connection. A list
+    rather than a deque, which takes 760 bytes empty: a subscriber's queue is empty or
+    short nearly always, and taking from the front of a list of even 1,000 is cheap."""
 
     __slots__ = ("_items", "_waiter")
 
     def __init__(self) -> None:
-        self._items: collections.deque[Any] = collections.deque()
+        self._items: list[Any] = []
         self._waiter: asyncio.Future[None] | None = None
 
     def qsize(self) -> int:
@@ -62,7 +63,7 @@ class Mailbox:
 
     def get_nowait(self) -> Any:
         """The oldest item; ``IndexError`` when there is none."""
-        return self._items.popleft()
+        return self._items.pop(0)
 
     async def get(self) -> Any:
         while not self._items:
@@ -71,7 +72,7 @@ class Mailbox:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._items.popleft()
+        return self._items.pop(0)
 
 
 async def next_item(queue: Mailbox, timeout: float) -> Any:
@@ -121,7 +122,7 @@ class Entry:
         return self._pusher
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscriber:
     """One client connection's view of the hub."""
 
