@@ -28,10 +28,14 @@ from tables import codec
 TOPICS = ("raw-fetches", "match-updates", "match-deltas", "match-snapshots", "dead-letters")
 
 
-def dataset(quick: bool) -> list[tuple[bytes, bytes]]:
+#: Live answers per league in the dataset (30 simulated seconds apart).
+STEPS = 240
+
+
+def dataset(quick: bool, steps: int = STEPS) -> list[tuple[bytes, bytes]]:
     w = data.world({"football": 300, "basketball": 150, "hockey": 150})
     start = data.busiest(w) - 1800
-    steps = 40 if quick else 240
+    steps = 40 if quick else steps
     return [(k.encode(), codec.dumps(r)) for k, r in data.live_by_league(w, start, steps, 30.0)]
 
 
@@ -137,8 +141,8 @@ async def through_workers(env: common.Env, workdir: Path, name: str, workers: in
         await common.cleanup(s)
 
 
-def split(quick: bool) -> tuple[list[tuple[bytes, bytes]], int, int, int]:
-    records = dataset(quick)
+def split(quick: bool, steps: int = STEPS) -> tuple[list[tuple[bytes, bytes]], int, int, int]:
+    records = dataset(quick, steps)
     warm = 20
     rest = records[warm:]
     _, updates, _ = plain_loop(rest)

@@ -144,7 +144,7 @@ class Settings:
     fetch_wait_ms: int = 10
     edge_host: str = "127.0.0.1"
     edge_port: int = 8000
-    #: Seconds without traffic after which a stream gets a heartbeat (SSE comment, WebSocket ping).
+    #: Seconds between the heartbeats every stream gets (SSE comment, WebSocket ping).
     edge_heartbeat: int = 15
     #: Milliseconds a snapshot read from Redis may be served from the edge's memory (0: never).
     edge_snapshot_cache_ms: int = 1000

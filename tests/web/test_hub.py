@@ -162,3 +162,29 @@ async def test_watchdog_stops_a_write_that_waits_too_long_and_nothing_else():
     else:
         raise AssertionError("the task's own cancellation was swallowed")
     never.set()
+
+
+def test_mailbox_keeps_order_through_bursts_and_never_grows_without_bound():
+    from web.hub import COMPACT_AT, Mailbox
+
+    box = Mailbox()
+    got: list[int] = []
+    n = 0
+    for _ in range(3 * COMPACT_AT):  # one in, one out, never empty: a busy stream
+        box.put_nowait(n)
+        box.put_nowait(n + 1)
+        n += 2
+        got.append(box.get_nowait())
+        assert len(box._items) <= COMPACT_AT + box.qsize() + 2
+    while not box.empty():
+        got.append(box.get_nowait())
+    assert got == list(range(n)) and box.qsize() == 0 and box._items == []
+    for i in range(1000):  # a burst, then taken in order
+        box.put_nowait(i)
+    assert [box.get_nowait() for _ in range(1000)] == list(range(1000)) and box.empty()
+    try:
+        box.get_nowait()
+    except IndexError:
+        pass
+    else:
+        raise AssertionError("an empty mailbox gave an item")
