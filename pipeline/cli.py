@@ -10,8 +10,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Any
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pipeline.settings import Settings, SettingsError
 from tables.records import SPORTS
