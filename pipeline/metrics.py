@@ -399,8 +399,12 @@ class Monitor(Service):
         for (topic, partition), n in lag.items():
             m.consumer_lag.labels(topic.removeprefix(self._topic_prefix), str(partition)).set(n)
         m.lag_total = sum(lag.values())
+        # One reading of the assignment for the whole beat: a rebalance may finish while the
+        # sample awaits Redis, and the partitions and the targets must describe one moment.
+        owned = {tp.partition for tp in self._assignment()
+                 if tp.topic == self.settings.topic(topics.RAW_FETCHES)}
         poller = getattr(self.pipeline, "poller", None)
-        schedule = await self._sample_poller(poller) if poller is not None else {}
+        schedule = await self._sample_poller(poller, owned) if poller is not None else {}
         active = await self._active_matches()
         if active is not None:
             m.active_matches.set(active)
@@ -408,8 +412,7 @@ class Monitor(Service):
         beat = {
             "id": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
             "started": self.started_at, "ts": time.time(), "port": self.port,
-            "partitions": sorted(tp.partition for tp in self._assignment()
-                                 if tp.topic == self.settings.topic(topics.RAW_FETCHES)),
+            "partitions": sorted(owned),
             "lag": {f"{t.removeprefix(self._topic_prefix)}/{p}": n for (t, p), n in sorted(lag.items())},
             "counters": dict(self.pipeline.counters),
             "quota": {p: dict(q) for p, q in m.quota.items()},
@@ -429,11 +432,10 @@ class Monitor(Service):
                 log.debug("heartbeat not written: %r", exc)
         return beat
 
-    async def _sample_poller(self, poller: Any) -> dict[str, Any]:
+    async def _sample_poller(self, poller: Any, owned: set[int]) -> dict[str, Any]:
         from pipeline.poller import partition_for
 
         m = self.metrics
-        owned = poller.owned_partitions()
         parts = self.settings.partitions
         now = poller.clock.now()
         mine = [t for t in poller.targets.values() if partition_for(t.key, parts) in owned]

@@ -172,3 +172,39 @@ async def test_worker_serves_metrics_health_and_status(settings, pg, redis_clien
     finally:
         worker.stop()
         sim.stop()
+
+
+async def test_a_rebalance_during_a_sample_leaves_the_heartbeat_consistent(tmp_path) -> None:
+    from pipeline.app import Pipeline
+    from pipeline.poller import partition_for
+    from pipeline.settings import Settings
+    from pipeline.targets import PollTarget
+    from tables import topics
+
+    s = Settings.from_env({}, kafka_url="kafka://127.0.0.1:9", partitions=4, store="memory",
+                          data_dir=str(tmp_path), apifootball_key="k")
+    pipeline = Pipeline(s, sinks=False)
+    monitor, poller = pipeline.monitor, pipeline.poller
+    raw = s.topic(topics.RAW_FETCHES)
+    keys = ["football:live", "football:date:2026-11-29", "basketball:date:2026-11-29",
+            "hockey:date:2026-11-29", "football:ids:1-2-3:3"]
+    poller.targets = {k: PollTarget(k, k.split(":")[0], "fixtures", {}, 0, 15.0) for k in keys}
+    assignment = {TP(raw, 0), TP(raw, 1)}
+    monitor._assignment = lambda: set(assignment)  # type: ignore[method-assign]
+    poller.owned_partitions = lambda: {tp.partition for tp in assignment}  # type: ignore[method-assign]
+
+    class Budget:
+        limit_day = 100
+
+        async def used_today(self, now: float) -> int:
+            # The other member leaves while the sample waits on Redis.
+            assignment.update(TP(raw, p) for p in range(4))
+            return 0
+
+    poller.budgets = {"apifootball": Budget()}
+    beat = await monitor.sample()
+    owned = set(beat["partitions"])
+    assert owned == {0, 1}
+    assert beat["targets"] == sum(partition_for(k, 4) in owned for k in keys)
+    beat = await monitor.sample()
+    assert beat["partitions"] == [0, 1, 2, 3] and beat["targets"] == len(keys)
