@@ -2,7 +2,9 @@
 
 It answers the same handshakes as the edge (an SSE ``GET`` with ``: connected``, a
 WebSocket upgrade and a ``subscribed`` frame), then on ``{"op": "burst", "count": k}``
-on stdin writes the same delta frame, already encoded, ``k`` times to every socket.
+on stdin writes the same delta frame, already encoded, ``k`` times to every socket
+(with ``"fresh": true``, each of the ``k`` deltas is stamped with the time it is
+encoded, for clients that measure latency from ``fetched_at``).
 No queues, no per-client state beyond the transport: the limit of the machine.
 It prints ``{"port": p}`` once listening and one JSON line per command.
 """
@@ -38,6 +40,10 @@ def sample_entry(partitions: int = 4) -> Entry:
     return Entry(0, 1000, delta["match_id"], 7, ("sport.football",), codec.dumps(delta), cursor)
 
 
+def frames_of(entry: Entry) -> dict[str, bytes]:
+    return {"sse": entry.sse(), "ws": ws_text(entry.ws().encode())}
+
+
 def ws_text(payload: bytes) -> bytes:
     n = len(payload)
     if n < 126:
@@ -48,7 +54,7 @@ def ws_text(payload: bytes) -> bytes:
 
 
 ENTRY = sample_entry()
-FRAMES = {"sse": ENTRY.sse(), "ws": ws_text(ENTRY.ws().encode())}
+FRAMES = frames_of(ENTRY)
 SSE_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
             b"\r\n: connected\n\n")
 SUBSCRIBED = ws_text(b'{"type":"subscribed","channels":["sport.football"]}')
@@ -115,17 +121,17 @@ class Server:
     def __init__(self) -> None:
         self.conns: dict[str, set[Conn]] = {"sse": set(), "ws": set()}
 
-    async def burst(self, count: int) -> dict[str, Any]:
+    async def burst(self, count: int, fresh: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
-        for kind in ("sse", "ws"):
-            frame = FRAMES[kind]
-            conns = list(self.conns[kind])
-            for i in range(count):
+        sse, ws = list(self.conns["sse"]), list(self.conns["ws"])
+        for i in range(count):
+            frames = frames_of(sample_entry()) if fresh else FRAMES
+            for conns, frame in ((sse, frames["sse"]), (ws, frames["ws"])):
                 for c in conns:
                     c.transport.write(frame)  # type: ignore[union-attr]
-                if i % 16 == 15:
-                    for c in conns:
-                        await c.drained()
+            if i % 16 == 15:
+                for c in (*sse, *ws):
+                    await c.drained()
         return {"seconds": time.perf_counter() - t0}
 
 
@@ -151,7 +157,7 @@ async def main() -> None:
     while True:
         cmd = json.loads(await commands.get())
         if cmd["op"] == "burst":
-            answer(await server.burst(int(cmd["count"])))
+            answer(await server.burst(int(cmd["count"]), bool(cmd.get("fresh"))))
         elif cmd["op"] == "count":
             answer({k: len(v) for k, v in server.conns.items()})
         elif cmd["op"] == "quit":
