@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None, *, heartbeat: int | None = None
         keys = RedisKeys(s.redis_prefix)
         auth = Authenticator(pool, s.db_schema, tiers)
         usage = Usage(pool, s.db_schema)
+        hub.on_bytes = usage.stream_bytes
         snapshots = SnapshotReader(redis, pool, keys, s.db_schema, keep_ms=s.edge_snapshot_cache_ms,
                                    newest_seq=lambda match_id: feed.last_seq.get(match_id, 0))
         edge = Edge(s, hub, feed, snapshots, redis, pool, auth, Limits(redis, s.redis_prefix), usage,

@@ -2,7 +2,9 @@
 
 A delta is encoded once (:class:`Entry` caches its SSE and WebSocket frames);
 every subscriber of any of its channels gets the same bytes. Each subscriber
-has a bounded queue. Slow-client policy (``reset``): when a subscriber's queue
+has a bounded queue, read by the task that writes its stream; while that task
+waits on an empty queue, the hub writes the deltas to the socket itself
+(:meth:`Hub.flush`, :mod:`web.direct`) instead of waking it. Slow-client policy (``reset``): when a subscriber's queue
 is full, its backlog is dropped and it is sent ``reset`` followed by fresh
 snapshots of its channels, so one slow client never delays the others and never
 silently misses a change.
@@ -12,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from websockets.frames import Frame, Opcode
+
 from tables import codec
+from web.direct import deliver
 
 #: Sentinel put in a queue to tell the subscriber its backlog was dropped.
 RESET = object()
@@ -36,6 +41,8 @@ TIMEOUT = object()
 
 #: Items read from the front of a :class:`Mailbox` after which they are dropped in one go.
 COMPACT_AT = 1024
+#: At most this many deltas go in one write of :meth:`Hub.flush`; the rest take the queue.
+DIRECT_MAX = 64
 
 
 class Mailbox:
@@ -62,8 +69,21 @@ class Mailbox:
     def empty(self) -> bool:
         return self._head == len(self._items)
 
+    def idle(self) -> bool:
+        """True while the reader waits in :meth:`get` for an empty queue: everything it
+        took before has been handled."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and self._head == len(self._items)
+
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def put_front(self, items: list[Any]) -> None:
+        """Put ``items``, in order, before everything queued."""
+        self._items[self._head:self._head] = items
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -121,11 +141,26 @@ class Entry:
     _sse: bytes | None = None
     _ws: str | None = None
     _pusher: str | None = None
+    _chunk: bytes | None = None
+    _frame: bytes | None = None
 
     def sse(self) -> bytes:
         if self._sse is None:
             self._sse = b"id: " + self.cursor.encode() + b"\nevent: delta\ndata: " + self.data + b"\n\n"
         return self._sse
+
+    def sse_chunk(self) -> bytes:
+        """:meth:`sse` as one chunk of a chunked HTTP/1.1 body, as the server frames it."""
+        if self._chunk is None:
+            body = self.sse()
+            self._chunk = b"%x\r\n" % len(body) + body + b"\r\n"
+        return self._chunk
+
+    def ws_frame(self) -> bytes:
+        """:meth:`ws` as a WebSocket text frame from the server (unmasked, no extension)."""
+        if self._frame is None:
+            self._frame = Frame(Opcode.TEXT, self.ws().encode()).serialize(mask=False)
+        return self._frame
 
     def ws(self) -> str:
         if self._ws is None:
@@ -170,6 +205,11 @@ class Subscriber:
     writing_since: float = 0.0
     #: set when the watchdog stopped a write that waited too long
     stalled: bool = False
+    #: the server's connection that :meth:`Hub.flush` writes deltas to while the
+    #: writer is idle (:mod:`web.direct`); None for a stream that has no such path
+    direct: Any = None
+    #: deltas waiting for :meth:`Hub.flush`, in order
+    held: list[Entry] | None = None
 
     def __post_init__(self) -> None:
         self.queue = Mailbox()
@@ -200,21 +240,46 @@ class Subscriber:
             task.uncancel()
         return True
 
-    def offer(self, item: Any) -> None:
+    def offer(self, item: Any) -> bool:
+        """Queue ``item``; True when it is held for :meth:`Hub.flush` instead (the caller
+        then owes this subscriber a flush)."""
         pos = (item.partition, item.offset)
         if pos == self.last_pos:
-            return  # the same delta through another of this subscriber's channels
+            return False  # the same delta through another of this subscriber's channels
         self.last_pos = pos
+        held = self.held
+        if held is not None:
+            held.append(item)
+            return False
+        # A writer that waits on an empty queue has written all it took, and no reply
+        # holds the lock: the deltas of this read of the topic can go to the socket in
+        # one write, without waking the writer (see :meth:`Hub.flush`).
+        if self.direct is not None and self.queue.idle() and not self.lock.locked():
+            self.held = [item]
+            return True
+        self.enqueue(item)
+        return False
+
+    def enqueue(self, item: Any) -> None:
         if self.queue.qsize() >= self.maxsize:
             self._drop_backlog()
             return
         self.queue.put_nowait(item)
 
+    def requeue(self, entries: list[Entry]) -> None:
+        """Queue held ``entries`` before anything queued since they were held."""
+        self.queue.put_front(entries)
+        if self.queue.qsize() > self.maxsize:
+            self._drop_backlog()
+
     def _drop_backlog(self) -> None:
+        closing = False
         while not self.queue.empty():
-            self.queue.get_nowait()
+            closing = self.queue.get_nowait() is CLOSE or closing
         self.resets += 1
         self.queue.put_nowait(RESET)
+        if closing:
+            self.queue.put_nowait(CLOSE)
 
     def close(self, code: int = 1001) -> None:
         self.close_code = code
@@ -231,6 +296,11 @@ class Hub:
         self.subscribers: set[Subscriber] = set()
         self.published = 0
         self.delivered = 0
+        #: deliveries written straight to sockets by :meth:`flush`
+        self.direct = 0
+        #: told the API key and the bytes of each direct write (the edge's usage counts)
+        self.on_bytes: Callable[[str | None, int], None] | None = None
+        self._held: list[Subscriber] = []
 
     def add(self, sub: Subscriber) -> None:
         self.subscribers.add(sub)
@@ -268,11 +338,42 @@ class Hub:
                     seen |= subs
             targets = seen
         n = 0
+        held = self._held
         for sub in targets:
-            sub.offer(entry)
+            if sub.offer(entry):
+                if not held:
+                    asyncio.get_running_loop().call_soon(self.flush)
+                held.append(sub)
             n += 1
         self.delivered += n
         return n
+
+    def flush(self) -> None:
+        """Write what :meth:`publish` held for idle writers: one write per subscriber.
+
+        It runs once the code that published is done: the delta feed publishes a whole
+        read of the topic without yielding, so a burst of deltas is one write per client
+        (at most :data:`DIRECT_MAX` deltas, as a writer would have coalesced them; the
+        rest take the queue). A subscriber whose state changed meanwhile (its writer
+        woke, a reply took the lock, the socket has bytes waiting) gets the held deltas
+        at the front of its queue, in order, as if they had never been held."""
+        subs, self._held = self._held, []
+        on_bytes = self.on_bytes
+        for sub in subs:
+            entries, sub.held = sub.held, None
+            if not entries:
+                continue
+            if sub.direct is not None and sub.queue.idle() and not sub.lock.locked():
+                first = entries[:DIRECT_MAX] if len(entries) > DIRECT_MAX else entries
+                size = deliver(sub, first)
+                if size is not None:
+                    self.direct += len(first)
+                    if on_bytes is not None and size:
+                        on_bytes(sub.key_id, size)
+                    if len(entries) <= DIRECT_MAX:
+                        continue
+                    entries = entries[DIRECT_MAX:]
+            sub.requeue(entries)
 
     def watch_counts(self) -> dict[str, int]:
         """Subscribers per match id (``match.*`` and the private/presence variants)."""

@@ -233,6 +233,7 @@ def heartbeat(edge: Any, m: EdgeMetrics) -> dict[str, Any]:
                       key=lambda x: -x[1])[:50]
     return {"id": edge.edge_id, "ts": time.time(), "clients": clients,
             "published": edge.hub.published, "delivered": edge.hub.delivered,
+            "direct": edge.hub.direct,
             "channels": dict(channels), "feed_ready": edge.feed.ready.is_set()}
 
 

@@ -25,6 +25,7 @@ from tables.channels import ChannelError, validate
 from web.access import authenticate_scope
 from web.auth import AuthError, Principal
 from web.cursor import Cursor, CursorError
+from web.direct import http_connection
 from web.errors import ApiError, bad_param, error_response
 from web.feed import HistoryGone
 from web.hub import CLOSE, PING, RESET, SEND_TIMEOUT, Entry, Subscriber
@@ -165,6 +166,7 @@ async def _close_stream(edge: Any, client: str, stream_id: str) -> None:
 
 
 async def release(edge: Any, sub: Subscriber) -> None:
+    sub.direct = None
     edge.hub.remove(sub)
     edge.usage.stream_closed(sub.id)
     if sub.client:
@@ -277,6 +279,7 @@ class EventStream:
                 return
             watcher = asyncio.create_task(self._close_on_disconnect(receive))
             sub, clock = self.sub, asyncio.get_running_loop().time
+            sub.direct = http_connection(send)
             async for chunk in self.frames:
                 sub.writing_since = clock()
                 try:
@@ -290,6 +293,7 @@ class EventStream:
                     sub.writing_since = 0.0
             await send({"type": "http.response.body", "body": b""})
         finally:
+            self.sub.direct = None
             if watcher is not None:
                 watcher.cancel()
             await self.frames.aclose()  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ from tables.channels import ChannelError, validate
 from web.hub import CLOSE, PING, RESET, SEND_TIMEOUT, Subscriber, frame_json
 from web.access import authenticate_scope
 from web.auth import AuthError
+from web.direct import websocket_connection
 from web.stream import MAX_CHANNELS, admit, missed, release, take_queued
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,9 @@ BATCH = 64
 
 async def _send_loop(ws: WebSocket, edge: Any, sub: Subscriber) -> None:
     sub.watch(edge.heartbeat)
+    # Starlette keeps the server's send as ``_send``: the server's own protocol, or
+    # nothing :func:`websocket_connection` knows (no direct path then).
+    sub.direct = websocket_connection(getattr(ws, "_send", None))
     pending: Any = None
     while True:
         item = pending if pending is not None else await sub.queue.get()
@@ -229,6 +233,7 @@ async def _send_loop(ws: WebSocket, edge: Any, sub: Subscriber) -> None:
             await _deliver(ws, sub, '{"type":"ping"}')
             continue
         if item is CLOSE:
+            sub.direct = None
             reason = "key revoked" if sub.close_code == CLOSE_REVOKED else "reconnect with your cursor"
             await ws.close(sub.close_code, reason)
             return

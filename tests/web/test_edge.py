@@ -300,3 +300,51 @@ async def test_streams_get_the_cors_headers_and_request_counts_of_every_route(ed
                if line.startswith('bts_http_requests_total{route="/v1/stream"')}
     assert any('status="200"' in line for line in counted), text
     assert any('status="400"' in line for line in counted), text
+
+
+async def test_deltas_written_straight_from_the_hub_arrive_once_in_order_and_are_counted(
+        edge_env, redis_client):
+    """While a stream's writer waits, the hub writes deltas to the socket itself; a burst
+    the socket cannot take at once goes through the queue. Either way each delta arrives
+    once, in order, and its bytes count in the key's usage."""
+    from tables.api_keys import KeyStore
+
+    _, secret = await KeyStore(edge_env.pool, edge_env.settings.db_schema).create("direct", "pro")
+    key = {"X-API-Key": secret}
+    ws_url = edge_env.url.replace("http", "ws") + "/v1/ws"
+    topic = edge_env.settings.topic("match-deltas")
+    async with httpx.AsyncClient(timeout=30) as c, \
+            SSE(c, edge_env.url + "/v1/stream?channels=sport.football", headers=key) as s, \
+            websockets.connect(ws_url, additional_headers=key) as ws:
+        assert (await s.next())["comment"] == "connected"
+        await ws.send(json.dumps({"op": "subscribe", "channels": ["sport.football"]}))
+        assert json.loads(await ws.recv())["type"] == "subscribed"
+        for seq in range(1, 11):  # one at a time: both writers idle
+            await edge_env.send(delta(M1, seq))
+            await asyncio.sleep(0.05)
+        for seq in range(11, 311):  # a burst, more than a socket buffer takes at once
+            await edge_env.producer.send(topic, codec.dumps(delta(M1, seq, detail_pad="x" * 2000)),
+                                         key=M1.encode())
+        await edge_env.producer.flush()
+        events = await s.events("delta", 310)
+        frames = [await asyncio.wait_for(ws.recv(), 10) for _ in range(310)]
+    assert [codec.loads(e["data"])["seq"] for e in events] == list(range(1, 311))
+    assert [json.loads(f)["data"]["seq"] for f in frames] == list(range(1, 311))
+    assert len({e["id"] for e in events}) == 310
+    assert [json.loads(f)["cursor"] for f in frames] == [e["id"] for e in events]
+    sent = sum(len(f"id: {e['id']}\nevent: delta\ndata: {e['data']}\n\n".encode()) for e in events)
+    sent += sum(len(f) for f in frames)
+    async with httpx.AsyncClient(timeout=10) as c:
+        rows = (await c.get(edge_env.url + "/v1/usage", headers=key)).json()["data"]["minutes"]
+    assert sum(row["bytes"] for row in rows) == sent
+
+    async def direct_writes() -> int:
+        raw = await redis_client.hget(f"{edge_env.settings.redis_prefix}edges",
+                                      next(iter(await redis_client.hkeys(
+                                          f"{edge_env.settings.redis_prefix}edges"))))
+        return json.loads(raw)["direct"]
+
+    deadline = time.monotonic() + 15
+    while (n := await direct_writes()) < 20:  # at least the ten one-at-a-time, to both
+        assert time.monotonic() < deadline, n
+        await asyncio.sleep(0.5)

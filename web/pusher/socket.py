@@ -69,15 +69,13 @@ class PusherSubscriber(Subscriber):
     """A hub subscriber that keeps every entry: a Pusher client gets one event per
     subscribed channel, so the same delta on two channels is two frames."""
 
-    def offer(self, item: Any) -> None:
-        if self.queue.qsize() >= self.maxsize:
-            self._drop_backlog()
-            return
-        self.queue.put_nowait(item)
+    def offer(self, item: Any) -> bool:
+        self.enqueue(item)
+        return False
 
     def push(self, frame: str) -> None:
         """Queue an encoded frame (bus events share the queue and its slow-client policy)."""
-        self.offer(frame)
+        self.enqueue(frame)
 
 
 @dataclass
