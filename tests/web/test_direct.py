@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import uvicorn
 import websockets
+from websockets.frames import Frame, Opcode
 
 from tests.support import free_port
-from web.direct import http_connection, websocket_connection
+from web.direct import http_connection, websocket_connection, websocket_write
 from web.hub import CLOSE, DIRECT_MAX, PING, RESET, Entry, Hub, Subscriber
 
 
@@ -225,3 +226,37 @@ async def test_writes_on_uvicorn_read_back_as_sse_events_and_websocket_frames():
     assert [f["cursor"] for f in frames] == ["1.2", "1.3", "1.4", "1.5"]
     assert [d["seq"] for d in data] == [1, 2, 3, 4]
     assert hub.direct == 8
+
+
+async def test_a_websocket_writer_waits_for_the_servers_flow_control():
+    """A writer's batch goes out only when uvicorn would write: with a client that reads
+    nothing, writing stops once the server pauses, and goes on when the client reads."""
+    conns: list[Any] = []
+    done = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        conns.append(websocket_connection(send))
+        await done.wait()
+
+    frame = Frame(Opcode.TEXT, b"x" * 65536).serialize(mask=False)
+    async with server(app) as host, websockets.connect(f"ws://{host}/", max_queue=1) as ws:
+        while not conns:
+            await asyncio.sleep(0.01)
+        conn = conns[0]
+        written = 0
+        blocked = None
+        while written < 1000:  # 64 MiB: far more than socket buffers hold
+            write = asyncio.create_task(websocket_write(conn, frame))
+            done_, _ = await asyncio.wait({write}, timeout=1.0)
+            if not done_:
+                blocked = write
+                break
+            assert write.result() is True
+            written += 1
+        assert blocked is not None and not conn.writable.is_set(), written
+        for _ in range(written + 1):
+            assert len(await asyncio.wait_for(ws.recv(), 10)) == 65536
+        assert await asyncio.wait_for(blocked, 10) is True
+        done.set()
