@@ -83,20 +83,21 @@ def deliver(sub: Subscriber, entries: list[Entry]) -> int | None:
         if not entries:
             return 0
     conn = sub.direct
+    one = entries[0] if len(entries) == 1 else None
     if sub.transport == "ws":
         if (conn.disconnected or conn.close_sent or conn.conn.state is not State.OPEN
                 or not conn.writable.is_set()):
             return None
-        if len(entries) == 1:
-            data = entries[0].ws_frame()
+        if one is not None:
+            data, size = one.ws_frame(), len(one.ws())
         else:
             data = b"".join(e.ws_frame() for e in entries)
-        size = sum(len(e.ws()) for e in entries)
+            size = sum(len(e.ws()) for e in entries)
     else:
         if conn.disconnected or conn.response_complete or conn.flow.write_paused:
             return None
-        if len(entries) == 1:
-            data, size = entries[0].sse_chunk(), len(entries[0].sse())
+        if one is not None:
+            data, size = one.sse_chunk(), len(one.sse())
         else:
             body = b"".join(e.sse() for e in entries)
             data, size = b"%x\r\n" % len(body) + body + b"\r\n", len(body)
