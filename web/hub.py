@@ -4,10 +4,10 @@ A delta is encoded once (:class:`Entry` caches its SSE and WebSocket frames);
 every subscriber of any of its channels gets the same bytes. Each subscriber
 has a bounded queue, read by the task that writes its stream; while that task
 waits on an empty queue, the hub writes the deltas to the socket itself
-(:meth:`Hub.flush`, :mod:`web.direct`) instead of waking it. Slow-client policy (``reset``): when a subscriber's queue
-is full, its backlog is dropped and it is sent ``reset`` followed by fresh
-snapshots of its channels, so one slow client never delays the others and never
-silently misses a change.
+(:meth:`Hub.flush`, :mod:`web.direct`) instead of waking it. Slow-client policy
+(``reset``): when a subscriber's queue is full, its backlog is dropped and it is
+sent ``reset`` followed by fresh snapshots of its channels, so one slow client
+never delays the others and never silently misses a change.
 """
 
 from __future__ import annotations

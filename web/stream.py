@@ -293,7 +293,6 @@ class EventStream:
                     sub.writing_since = 0.0
             await send({"type": "http.response.body", "body": b""})
         finally:
-            self.sub.direct = None
             if watcher is not None:
                 watcher.cancel()
             await self.frames.aclose()  # type: ignore[attr-defined]

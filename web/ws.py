@@ -236,7 +236,6 @@ async def _send_loop(ws: WebSocket, edge: Any, sub: Subscriber) -> None:
             await _deliver(ws, sub, '{"type":"ping"}')
             continue
         if item is CLOSE:
-            sub.direct = None
             reason = "key revoked" if sub.close_code == CLOSE_REVOKED else "reconnect with your cursor"
             await ws.close(sub.close_code, reason)
             return
