@@ -67,6 +67,14 @@ class _Connections(Collector):
         slow.add_metric(["reset"], m.resets_gone + live)
         slow.add_metric(["dropped"], m.dropped)
         yield slow
+        if m.hub is not None:
+            paths = CounterMetricFamily("bts_deliveries", "Deltas handed to clients, by path "
+                                        "(direct: written to the socket by the hub while the "
+                                        "client's writer waited; queue: through its queue)",
+                                        labels=["path"])
+            paths.add_metric(["direct"], m.hub.direct)
+            paths.add_metric(["queue"], max(0, m.hub.delivered - m.hub.direct))
+            yield paths
 
 
 class EdgeMetrics:

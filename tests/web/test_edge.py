@@ -11,6 +11,7 @@ import time
 import httpx
 import pytest
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 from tables import codec
 from tests.support import SSE, Proc, free_port, processes, wait_http
@@ -338,6 +339,14 @@ async def test_deltas_written_straight_from_the_hub_arrive_once_in_order_and_are
         rows = (await c.get(edge_env.url + "/v1/usage", headers=key)).json()["data"]["minutes"]
     assert sum(row["bytes"] for row in rows) == sent
 
+    async with httpx.AsyncClient(timeout=10) as c:
+        text = (await c.get(edge_env.url + "/metrics")).text
+    paths = {labels["path"]: value for labels, value in (
+        (s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples
+        if s.name == "bts_deliveries_total")}
+    assert paths["direct"] >= 20, paths  # at least the ten one at a time, to both clients
+    assert paths["direct"] + paths["queue"] == 620, paths
+
     async def direct_writes() -> int:
         raw = await redis_client.hget(f"{edge_env.settings.redis_prefix}edges",
                                       next(iter(await redis_client.hkeys(
@@ -345,6 +354,6 @@ async def test_deltas_written_straight_from_the_hub_arrive_once_in_order_and_are
         return json.loads(raw)["direct"]
 
     deadline = time.monotonic() + 15
-    while (n := await direct_writes()) < 20:  # at least the ten one-at-a-time, to both
+    while (n := await direct_writes()) < paths["direct"]:  # the heartbeat says the same
         assert time.monotonic() < deadline, n
         await asyncio.sleep(0.5)
