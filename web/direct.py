@@ -61,6 +61,11 @@ def websocket_connection(send: Any) -> Any | None:
     return proto
 
 
+def http_chunk(body: bytes) -> bytes:
+    """``body`` as one chunk of a chunked HTTP/1.1 body, as the server frames it."""
+    return b"%x\r\n" % len(body) + body + b"\r\n"
+
+
 def _write(transport: Any, data: bytes, *, behind: bool = False) -> bool:
     """Write ``data`` unless the transport is closing, or (unless ``behind``) has bytes
     waiting."""
@@ -77,9 +82,8 @@ def deliver(sub: Subscriber, entries: list[Entry]) -> int | None:
     """Write the deltas ``sub`` still wants in one write, as one chunk of its SSE body
     or as WebSocket frames; the bytes of the stream that went out (what the queue's
     writer would count), or None when the write is refused."""
-    floor = sub.floor
-    if floor is not None:
-        entries = [e for e in entries if e.offset >= floor[e.partition]]
+    if sub.floor is not None:
+        entries = [e for e in entries if sub.wants(e)]
         if not entries:
             return 0
     conn = sub.direct
@@ -100,7 +104,7 @@ def deliver(sub: Subscriber, entries: list[Entry]) -> int | None:
             data, size = one.sse_chunk(), len(one.sse())
         else:
             body = b"".join(e.sse() for e in entries)
-            data, size = b"%x\r\n" % len(body) + body + b"\r\n", len(body)
+            data, size = http_chunk(body), len(body)
     return size if _write(conn.transport, data) else None
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from websockets.frames import Frame, Opcode
 
 from tables import codec
-from web.direct import deliver
+from web.direct import deliver, http_chunk
 
 #: Sentinel put in a queue to tell the subscriber its backlog was dropped.
 RESET = object()
@@ -150,10 +150,9 @@ class Entry:
         return self._sse
 
     def sse_chunk(self) -> bytes:
-        """:meth:`sse` as one chunk of a chunked HTTP/1.1 body, as the server frames it."""
+        """:meth:`sse` as one chunk of a chunked HTTP/1.1 body (:func:`http_chunk`)."""
         if self._chunk is None:
-            body = self.sse()
-            self._chunk = b"%x\r\n" % len(body) + body + b"\r\n"
+            self._chunk = http_chunk(self.sse())
         return self._chunk
 
     def ws_frame(self) -> bytes:
@@ -239,6 +238,11 @@ class Subscriber:
         if task is not None:
             task.uncancel()
         return True
+
+    def wants(self, entry: Entry) -> bool:
+        """False for a delta before the point this client resumed from (:attr:`floor`)."""
+        floor = self.floor
+        return floor is None or entry.offset >= floor[entry.partition]
 
     def offer(self, item: Any) -> bool:
         """Queue ``item``; True when it is held for :meth:`Hub.flush` instead (the caller

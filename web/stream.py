@@ -112,23 +112,18 @@ async def missed(edge: Any, sub: Subscriber, channels: set[str], cursor_text: st
     return Resume(out, False)
 
 
-def wanted(sub: Subscriber, entry: Entry) -> bool:
-    floor = sub.floor
-    return floor is None or entry.offset >= floor[entry.partition]
-
-
 def take_queued(sub: Subscriber, first: Entry, limit: int) -> tuple[list[Entry], Any]:
     """``first`` and the deltas queued behind it (``limit`` in all) that ``sub`` still wants,
     to send together; and a ``CLOSE``, ``RESET`` or ``PING`` met on the way (None if none),
     which ends the batch and must be handled next."""
-    entries = [first] if wanted(sub, first) else []
+    entries = [first] if sub.wants(first) else []
     taken = 1
     while taken < limit and not sub.queue.empty():
         item = sub.queue.get_nowait()
         if item is CLOSE or item is RESET or item is PING:
             return entries, item
         taken += 1
-        if wanted(sub, item):
+        if sub.wants(item):
             entries.append(item)
     return entries, None
 
