@@ -29,6 +29,7 @@ from pipeline.diff import MatchState, diff
 from pipeline.normalise import normalise
 from pipeline.connections import aiokafka_options, faust_credentials
 from pipeline.settings import Settings
+from pipeline.sinks import MALFORMED, Refused, check_delta, check_snapshot
 from pipeline.transport import App
 from tables import codec, topics
 from tables.records import RECORD_VERSION, DeadLetter, Delta, Match
@@ -59,10 +60,15 @@ async def until_done(stage: str, step: Callable[[], Awaitable[None]]) -> None:
     """Run ``step`` until it succeeds.
 
     An agent that raised would be restarted by Faust without the events it was
-    holding, so a failure (the broker or a store briefly away) is retried here
+    holding (a batch taken with ``take`` is even acknowledged), so a failure (the
+    broker or a store briefly away, or an error nobody foresaw) is retried here
     instead, with capped exponential backoff. Bad records never get here: they
     are turned into dead letters where they are found. A retried step may send
     a delta again with the same (match id, seq), which consumers drop.
+
+    A ``CancelledError`` is passed on only when this task is being cancelled; one
+    that a library lets out while the task is not (asyncio's timeouts can) is a
+    failure like any other.
     """
     attempt = 0
     while True:
@@ -70,7 +76,14 @@ async def until_done(stage: str, step: Callable[[], Awaitable[None]]) -> None:
             await step()
             return
         except asyncio.CancelledError:
-            raise
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            attempt += 1
+            delay = random.uniform(0, min(5.0, 0.1 * 2**attempt))
+            log.warning("%s was cancelled from inside (attempt %d), retrying in %.2fs",
+                        stage, attempt, delay)
+            await asyncio.sleep(delay)
         except Exception:  # noqa: BLE001 - retried, never dropped
             attempt += 1
             delay = random.uniform(0, min(5.0, 0.1 * 2**attempt))
@@ -294,39 +307,58 @@ class Pipeline:
                                          fetched_at=float(snap["fetched_at"]))
                 for mid, snap in found.items()}
 
-    async def _decode_all(self, stage: str, values: list[bytes]) -> list[Any]:
-        """The records of a batch; one that is not a JSON object goes to dead-letters."""
-        out = []
+    def _decode_checked(self, stage: str, values: list[bytes],
+                        check: Callable[[Any], None]) -> tuple[list[Any], list[DeadLetter]]:
+        """The records of a batch, and a dead letter for each that is not a JSON object
+        with the fields its rows need."""
+        out, dead = [], []
         for value in values:
             try:
                 record = codec.loads(value)
                 if not isinstance(record, dict):
                     raise TypeError("record is not a JSON object")
-            except (codec.DecodeError, TypeError) as exc:
-                self.counters["dead"] += 1
-                await self.dead_letters.send(value=codec.dumps(
-                    dead_letter(stage, str(exc), type(exc).__name__, value)))
+                check(record)
+            except (codec.DecodeError, *MALFORMED) as exc:
+                dead.append(dead_letter(stage, f"cannot store the record: {exc!r}",
+                                        type(exc).__name__, value))
                 continue
             out.append(record)
-        return out
+        return out, dead
+
+    async def _send_dead(self, stage: str, dead: list[DeadLetter], refused: list[Refused]) -> None:
+        for row, exc in refused:
+            dead.append(dead_letter(stage, str(exc), type(exc.cause).__name__, codec.dumps(row),
+                                    sport=row.get("sport")))
+        for letter in dead:
+            self.counters["dead"] += 1
+            await self.dead_letters.send(value=codec.dumps(letter))
+
+    # A sink's step runs until it succeeds: an agent that raised would be restarted by
+    # Faust with the records of its batch acknowledged, and they would never be stored.
 
     async def _snapshot_sink(self, stream: faust.StreamT[bytes]) -> None:
-        write_with_retry = self.monitor.metrics.write
-
         await self.stores.ready.wait()
         async for values in stream.take(500, within=0.05):
-            snapshots: list[Match] = await self._decode_all("snapshot-sink", values)
-            await write_with_retry("redis", lambda: self.stores.redis_snapshots.write(snapshots))
-            await write_with_retry(
-                "postgres", lambda: self.stores.history.write_snapshots(snapshots))
+            snapshots, dead = self._decode_checked("snapshot-sink", values, check_snapshot)
+            await until_done("snapshot-sink", lambda: self.store_snapshots(snapshots, dead))
+
+    async def store_snapshots(self, snapshots: list[Match], dead: list[DeadLetter]) -> None:
+        write_with_retry = self.monitor.metrics.write
+        await write_with_retry("redis", lambda: self.stores.redis_snapshots.write(snapshots))
+        refused = await write_with_retry(
+            "postgres", lambda: self.stores.history.write_snapshots(snapshots))
+        await self._send_dead("snapshot-sink", list(dead), refused)
 
     async def _delta_sink(self, stream: faust.StreamT[bytes]) -> None:
-        write_with_retry = self.monitor.metrics.write
-
         await self.stores.ready.wait()
         async for values in stream.take(500, within=0.05):
-            deltas: list[Delta] = await self._decode_all("delta-sink", values)
-            await write_with_retry("postgres", lambda: self.stores.history.write_deltas(deltas))
+            deltas, dead = self._decode_checked("delta-sink", values, check_delta)
+            await until_done("delta-sink", lambda: self.store_deltas(deltas, dead))
+
+    async def store_deltas(self, deltas: list[Delta], dead: list[DeadLetter]) -> None:
+        refused = await self.monitor.metrics.write(
+            "postgres", lambda: self.stores.history.write_deltas(deltas))
+        await self._send_dead("delta-sink", list(dead), refused)
 
 
 def create_app(settings: Settings, **kwargs: Any) -> Pipeline:

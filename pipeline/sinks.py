@@ -6,6 +6,12 @@ higher seq and ignores a ``match_deltas`` row it already has. A sink that
 cannot write waits and retries with backoff (:func:`write_with_retry`), so the
 agent that calls it does not ack its records, and the consumer does not commit
 their offsets, until the write has succeeded.
+
+Postgres refusing a record for what it holds (a data error, such as a NUL
+character in a JSON string) is not an outage: the batch is then written one row at
+a time and the rows it refuses are returned, for the caller to send to
+dead-letters. A record without the fields a row needs is found before any write
+(:func:`check_snapshot`, :func:`check_delta`).
 """
 
 from __future__ import annotations
@@ -60,6 +66,48 @@ class SinkUnavailable(Exception):
         self.store = store
         self.cause = cause
         self.retry_after = retry_after
+
+
+class SinkRefused(Exception):
+    """A store refused a record for its content; retrying the same record cannot succeed."""
+
+    def __init__(self, store: str, cause: BaseException) -> None:
+        super().__init__(f"{store} refused the record: {cause}")
+        self.store = store
+        self.cause = cause
+
+
+#: What Postgres away, restarting or not ready (no schema yet) raises. A connection
+#: killed under a query can even leave asyncpg's protocol "busy" (InternalClientError).
+POSTGRES_AWAY = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                 asyncpg.InternalClientError)
+
+#: A record a store refused, and why.
+Refused = tuple[dict[str, Any], SinkRefused]
+
+#: What reading the fields of a malformed record raises.
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def check_snapshot(m: Any) -> None:
+    """Raise one of :data:`MALFORMED` unless ``m`` has every field the snapshot rows use."""
+    for name in ("id", "sport"):
+        if not isinstance(m[name], str):
+            raise TypeError(f"{name} is not a string")
+    if not isinstance(m["seq"], int) or not isinstance(m["status"]["phase"], str):
+        raise TypeError("seq or status.phase has the wrong type")
+    str(m["league"]["id"])
+    float(m["updated_at"])
+    start_epoch(m)
+
+
+def check_delta(d: Any) -> None:
+    """Raise one of :data:`MALFORMED` unless ``d`` has every field a delta row uses."""
+    if not isinstance(d["match_id"], str) or not isinstance(d["seq"], int):
+        raise TypeError("match_id or seq has the wrong type")
+    float(d["ts"])
+    if not all(isinstance(k, str) for k in d["kinds"]):
+        raise TypeError("kinds are not strings")
 
 
 def start_epoch(match: Match) -> float:
@@ -144,20 +192,21 @@ class PostgresHistory:
         )
         self._read = f"SELECT id, snapshot::text AS snapshot FROM {s}.matches WHERE id = ANY($1::text[])"
 
-    async def write_snapshots(self, snapshots: Sequence[Match]) -> None:
+    async def write_snapshots(self, snapshots: Sequence[Match]) -> list[Refused]:
+        """Upsert the newest snapshot of each match; returns the snapshots Postgres refused."""
         latest: dict[str, Match] = {}
         for m in snapshots:
             if m["id"] not in latest or latest[m["id"]]["seq"] < m["seq"]:
                 latest[m["id"]] = m
-        if not latest:
-            return
-        rows = list(latest.values())
+        return await self._write_rows(self._upsert_snapshots, list(latest.values()))
+
+    async def _upsert_snapshots(self, rows: Sequence[Match]) -> None:
         utc = dt.timezone.utc
         await self._execute(
             self._upsert,
             [m["id"] for m in rows],
             [m["sport"] for m in rows],
-            [m["league"]["id"] for m in rows],
+            [str(m["league"]["id"]) for m in rows],
             [m["status"]["phase"] for m in rows],
             [parse_time(m["start_time"]) for m in rows],
             [m["seq"] for m in rows],
@@ -172,15 +221,16 @@ class PostgresHistory:
         try:
             async with self.pool.acquire() as conn:
                 rows = await conn.fetch(self._read, list(ids))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except POSTGRES_AWAY as exc:
             raise SinkUnavailable("postgres", exc, 1.0) from exc
         return {r["id"]: codec.loads(r["snapshot"]) for r in rows}
 
-    async def write_deltas(self, deltas: Sequence[Delta]) -> None:
+    async def write_deltas(self, deltas: Sequence[Delta]) -> list[Refused]:
+        """Append the deltas not stored yet; returns the deltas Postgres refused."""
         unique: dict[tuple[str, int], Delta] = {(d["match_id"], d["seq"]): d for d in deltas}
-        if not unique:
-            return
-        rows = list(unique.values())
+        return await self._write_rows(self._append_deltas, list(unique.values()))
+
+    async def _append_deltas(self, rows: Sequence[Delta]) -> None:
         utc = dt.timezone.utc
         await self._execute(
             self._append,
@@ -191,12 +241,38 @@ class PostgresHistory:
             [codec.dumps_str(d) for d in rows],
         )
 
+    async def _write_rows(self, write: Callable[[Sequence[Any]], Awaitable[None]],
+                          rows: list[Any]) -> list[Refused]:
+        """``write(rows)`` at once; if Postgres refuses their data, one row at a time.
+
+        Returns the rows refused; the others are written. An outage
+        (:class:`SinkUnavailable`) propagates, for the whole batch to be retried.
+        """
+        if not rows:
+            return []
+        try:
+            await write(rows)
+            return []
+        except SinkRefused as exc:
+            if len(rows) == 1:
+                return [(rows[0], exc)]
+            log.warning("postgres refused a batch of %d rows (%s); writing them one by one",
+                        len(rows), exc)
+        refused: list[Refused] = []
+        for row in rows:
+            try:
+                await write([row])
+            except SinkRefused as exc:
+                refused.append((row, exc))
+        return refused
+
     async def _execute(self, sql: str, *args: Any) -> None:
         try:
             async with self.pool.acquire() as conn:
                 await conn.execute(sql, *args)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                asyncpg.exceptions.OperatorInterventionError, asyncio.TimeoutError) as exc:
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            raise SinkRefused("postgres", exc) from exc
+        except POSTGRES_AWAY as exc:
             raise SinkUnavailable("postgres", exc, 1.0) from exc
 
 

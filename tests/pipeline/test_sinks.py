@@ -1,9 +1,15 @@
 """The sinks against the real Redis and Postgres."""
 
+import asyncio
+
 import asyncpg
 import pytest
 
-from pipeline.sinks import PostgresHistory, RedisSnapshots, SinkUnavailable, write_with_retry
+from pipeline.app import until_done
+from pipeline.sinks import (
+    PostgresHistory, RedisSnapshots, SinkRefused, SinkUnavailable, check_delta, check_snapshot,
+    write_with_retry,
+)
 from tables import codec
 from tables.migrate import migrate
 from tables.redis_keys import TTL_BY_PHASE, RedisKeys
@@ -99,3 +105,75 @@ async def test_postgres_down_is_a_typed_error(settings):
     with pytest.raises(SinkUnavailable):
         await sink.write_deltas([delta(1)])
     await pool.close()
+
+
+async def test_postgres_refuses_one_row_and_the_others_are_written(history, pg, settings):
+    schema = settings.db_schema
+    bad = delta(2)
+    bad["changes"] = [{"path": "home.name", "from": "A", "to": "A\u0000B"}]
+    refused = await history.write_deltas([delta(1), bad, delta(3)])
+    assert [(row["seq"], type(exc)) for row, exc in refused] == [(2, SinkRefused)]
+    assert isinstance(refused[0][1].cause, asyncpg.DataError)
+    rows = await pg.fetch(f'SELECT seq FROM "{schema}".match_deltas ORDER BY seq')
+    assert [r["seq"] for r in rows] == [1, 3]
+
+    nul = snapshot(1, mid="football-apifootball-2")
+    nul["home"]["name"] = "\u0000"
+    refused = await history.write_snapshots([snapshot(4), nul])
+    assert [row["id"] for row, _ in refused] == ["football-apifootball-2"]
+    assert await pg.fetchval(f'SELECT seq FROM "{schema}".matches WHERE id = $1',
+                             "football-apifootball-1") == 4
+    again = await history.write_deltas([bad])  # alone: refused at once, not retried
+    assert [row["seq"] for row, _ in again] == [2]
+
+
+@pytest.mark.parametrize("broken", [
+    lambda d: d.pop("seq"), lambda d: d.update(seq="3"), lambda d: d.update(ts="x"),
+    lambda d: d.update(kinds=[1]), lambda d: d.update(match_id=None),
+])
+def test_a_delta_without_the_fields_of_its_row_is_found_before_any_write(broken):
+    check_delta(delta(1))
+    d = delta(1)
+    broken(d)
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        check_delta(d)
+
+
+@pytest.mark.parametrize("broken", [
+    lambda m: m.pop("league"), lambda m: m.update(start_time="tomorrow"),
+    lambda m: m["status"].update(phase=None), lambda m: m.update(updated_at=None),
+    lambda m: m.update(id=7),
+])
+def test_a_snapshot_without_the_fields_of_its_rows_is_found_before_any_write(broken):
+    check_snapshot(snapshot(1))
+    m = snapshot(1)
+    broken(m)
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        check_snapshot(m)
+
+
+async def test_until_done_retries_any_failure_but_passes_a_real_cancellation_on():
+    outcomes = [asyncpg.InternalClientError("cannot switch to state 12"), asyncio.CancelledError(),
+                RuntimeError("unforeseen"), None]
+    calls = []
+
+    async def step():
+        calls.append(1)
+        outcome = outcomes[len(calls) - 1]
+        if outcome is not None:
+            raise outcome
+
+    await asyncio.wait_for(until_done("test", step), 10)
+    assert len(calls) == 4
+
+    started = asyncio.Event()
+
+    async def hangs():
+        started.set()
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(until_done("test", hangs))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
