@@ -17,6 +17,7 @@ broker that reports them right this costs one empty fetch per recovery.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -138,6 +139,28 @@ class App(faust.App):
     #: Where and how to reach the brokers to check end offsets (None: trust the broker).
     kafka_bootstrap: str | None = None
     kafka_options: dict[str, Any] = {}
+    _producer_start: asyncio.Lock | None = None
+
+    async def maybe_start_producer(self) -> Any:
+        """The producer, started once, and reached without yielding to the event loop.
+
+        Faust guards this call, which every ``Topic.send`` makes, against a
+        stampede of starts by sleeping three times (``asyncio.sleep(0)``) on
+        every call, started or not. Each send then lets the event loop run: the
+        producer's sender drains what the agent has sent so far, and a batch of
+        sends leaves as many produce batches as it has records. (Faust's guard
+        also caches itself on the instance, so it cannot be called once and
+        bypassed after: a lock guards the start here instead.)
+        """
+        if self.in_transaction:
+            return self.consumer.transactions
+        producer = self.producer
+        if not producer.started:
+            if self._producer_start is None:
+                self._producer_start = asyncio.Lock()
+            async with self._producer_start:
+                await producer.maybe_start()
+        return producer
 
     def add_service(self, service: Any) -> None:
         """Start and stop an already built ``mode.Service`` with the app."""

@@ -10,6 +10,7 @@ down the corrected order on the consumer itself; the worker-kill case in
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from faust.types import TP
@@ -87,3 +88,32 @@ class _Null:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+async def test_a_batch_of_sends_does_not_yield_and_leaves_one_produce_batch_per_partition(
+        settings: Settings) -> None:
+    pipeline = Pipeline(settings, sinks=False, poll=False)
+    app = pipeline.app
+    await pipeline.match_updates.declare()  # starts the producer
+    producer = app.producer
+    try:
+        accumulator = producer._ensure_producer()._message_accumulator
+        batches: list[Any] = []
+        append_batch = accumulator._append_batch
+
+        def counting(builder: Any, tp: Any) -> Any:
+            batches.append(tp)
+            return append_batch(builder, tp)
+
+        accumulator._append_batch = counting
+        await pipeline.match_updates.send(key=b"warm", value=b"{}")  # metadata known
+        batches.clear()
+        ran: list[int] = []
+        asyncio.get_running_loop().call_soon(ran.append, 1)
+        futures = [await pipeline.match_updates.send(key=f"m-{i}".encode(), value=b"{}")
+                   for i in range(40)]
+        assert ran == []  # the producer's sender could not drain between the sends
+        await asyncio.gather(*futures)
+        assert len(batches) == len(set(batches)) <= settings.partitions
+    finally:
+        await producer.stop()
