@@ -127,29 +127,21 @@ async def test_postgres_refuses_one_row_and_the_others_are_written(history, pg, 
     assert [row["seq"] for row, _ in again] == [2]
 
 
-@pytest.mark.parametrize("broken", [
-    lambda d: d.pop("seq"), lambda d: d.update(seq="3"), lambda d: d.update(ts="x"),
-    lambda d: d.update(kinds=[1]), lambda d: d.update(match_id=None),
+@pytest.mark.parametrize(("check", "make", "broken"), [
+    *[(check_delta, delta, b) for b in (
+        lambda d: d.pop("seq"), lambda d: d.update(seq="3"), lambda d: d.update(ts="x"),
+        lambda d: d.update(kinds=[1]), lambda d: d.update(match_id=None))],
+    *[(check_snapshot, snapshot, b) for b in (
+        lambda m: m.pop("league"), lambda m: m.update(start_time="tomorrow"),
+        lambda m: m["status"].update(phase=None), lambda m: m.update(updated_at=None),
+        lambda m: m.update(id=7))],
 ])
-def test_a_delta_without_the_fields_of_its_row_is_found_before_any_write(broken):
-    check_delta(delta(1))
-    d = delta(1)
-    broken(d)
+def test_a_record_without_the_fields_of_its_rows_is_found_before_any_write(check, make, broken):
+    check(make(1))
+    record = make(1)
+    broken(record)
     with pytest.raises((KeyError, TypeError, ValueError)):
-        check_delta(d)
-
-
-@pytest.mark.parametrize("broken", [
-    lambda m: m.pop("league"), lambda m: m.update(start_time="tomorrow"),
-    lambda m: m["status"].update(phase=None), lambda m: m.update(updated_at=None),
-    lambda m: m.update(id=7),
-])
-def test_a_snapshot_without_the_fields_of_its_rows_is_found_before_any_write(broken):
-    check_snapshot(snapshot(1))
-    m = snapshot(1)
-    broken(m)
-    with pytest.raises((KeyError, TypeError, ValueError)):
-        check_snapshot(m)
+        check(record)
 
 
 async def test_until_done_retries_any_failure_but_passes_a_real_cancellation_on():
