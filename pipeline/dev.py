@@ -43,6 +43,32 @@ class Child:
             self.process.wait(5)
 
 
+
+async def create_topics(s: Settings) -> None:
+    """Create the data topics with ``BTS_PARTITIONS`` partitions, as ``kafka-init`` does in
+    production. Left to the first client that names them, the broker would create them with
+    its own default, and a worker would place poll targets on partitions that do not exist."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    from pipeline.connections import aiokafka_options
+    from tables import topics
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, **aiokafka_options(s))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [NewTopic(s.topic(name), num_partitions=s.partitions,
+                           replication_factor=s.kafka_replication_factor)
+                  for name in (topics.RAW_FETCHES, topics.MATCH_UPDATES, topics.MATCH_DELTAS,
+                               topics.MATCH_SNAPSHOTS, topics.DEAD_LETTERS)
+                  if s.topic(name) not in existing]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(wanted)
+    finally:
+        await admin.close()
+
 def _spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path | None) -> Child:
     out = None
     if log_dir is not None:
@@ -110,6 +136,7 @@ def run_dev(args: argparse.Namespace, settings: Settings) -> int:
         overrides["log_format"] = "text" if args.text_logs else settings.log_format
         s = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
         applied = asyncio.run(migrate_url(s.database_url, s.db_schema))
+        asyncio.run(create_topics(s))
         log_dir = data / "logs"
         log_dir.mkdir(exist_ok=True)
         base_env = {**os.environ, **s.env()}
