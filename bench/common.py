@@ -174,16 +174,10 @@ async def _pg_works(url: str) -> bool:
 async def prepare(settings: Settings, topics: Sequence[str] = ("match-deltas",),
                   migrate: bool = True) -> None:
     """Create the benchmark's topics and apply its Postgres schema."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    if topics:
+        from pipeline.dev import create_topics
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        if topics:
-            await admin.create_topics([NewTopic(settings.topic(t), num_partitions=settings.partitions,
-                                                replication_factor=1) for t in topics])
-    finally:
-        await admin.close()
+        await create_topics(settings, topics)
     if migrate:
         from tables.migrate import migrate_url
 

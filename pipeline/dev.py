@@ -18,10 +18,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline import embedded
 from pipeline.settings import Settings
+from tables import topics
 from tables.migrate import migrate_url
 
 
@@ -43,16 +45,20 @@ class Child:
             self.process.wait(5)
 
 
+#: The topics a deployment's data flows through (``docs/topics.md``).
+DATA_TOPICS = (topics.RAW_FETCHES, topics.MATCH_UPDATES, topics.MATCH_DELTAS,
+               topics.MATCH_SNAPSHOTS, topics.DEAD_LETTERS)
 
-async def create_topics(s: Settings) -> None:
-    """Create the data topics with ``BTS_PARTITIONS`` partitions, as ``kafka-init`` does in
-    production. Left to the first client that names them, the broker would create them with
-    its own default, and a worker would place poll targets on partitions that do not exist."""
+
+async def create_topics(s: Settings, names: Sequence[str] = DATA_TOPICS) -> None:
+    """Create the topics ``names`` that do not exist yet with ``BTS_PARTITIONS`` partitions,
+    as ``kafka-init`` does in production. Left to the first client that names them, the
+    broker would create them with its own default, and a worker would place poll targets
+    on partitions that do not exist."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
     from pipeline.connections import aiokafka_options
-    from tables import topics
 
     admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, **aiokafka_options(s))
     await admin.start()
@@ -60,14 +66,13 @@ async def create_topics(s: Settings) -> None:
         existing = set(await admin.list_topics())
         wanted = [NewTopic(s.topic(name), num_partitions=s.partitions,
                            replication_factor=s.kafka_replication_factor)
-                  for name in (topics.RAW_FETCHES, topics.MATCH_UPDATES, topics.MATCH_DELTAS,
-                               topics.MATCH_SNAPSHOTS, topics.DEAD_LETTERS)
-                  if s.topic(name) not in existing]
+                  for name in names if s.topic(name) not in existing]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
     finally:
         await admin.close()
+
 
 def _spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path | None) -> Child:
     out = None
