@@ -79,16 +79,14 @@ async def until_done(stage: str, step: Callable[[], Awaitable[None]]) -> None:
             task = asyncio.current_task()
             if task is None or task.cancelling():
                 raise
-            attempt += 1
-            delay = random.uniform(0, min(5.0, 0.1 * 2**attempt))
-            log.warning("%s was cancelled from inside (attempt %d), retrying in %.2fs",
-                        stage, attempt, delay)
-            await asyncio.sleep(delay)
+            level, failure, trace = logging.WARNING, "was cancelled from inside", False
         except Exception:  # noqa: BLE001 - retried, never dropped
-            attempt += 1
-            delay = random.uniform(0, min(5.0, 0.1 * 2**attempt))
-            log.exception("%s failed (attempt %d), retrying in %.2fs", stage, attempt, delay)
-            await asyncio.sleep(delay)
+            level, failure, trace = logging.ERROR, "failed", True
+        attempt += 1
+        delay = random.uniform(0, min(5.0, 0.1 * 2**attempt))
+        log.log(level, "%s %s (attempt %d), retrying in %.2fs", stage, failure, attempt, delay,
+                exc_info=trace)
+        await asyncio.sleep(delay)
 
 
 class Pipeline:
