@@ -23,7 +23,7 @@ Rules (thresholds are the constants below, documented in ``docs/monitoring.md``)
 | ``circuit_open`` | a provider's circuit breaker is not closed | per provider |
 | ``live_stale`` | a live match has had no data for 60 s | per match |
 | ``consumer_lag`` | the worker's consumer lag is over 1000 records | one |
-| ``sink_retrying`` | a sink failed a write and has not succeeded since | per sink |
+| ``sink_retrying`` | a store failed a write (or a recovery read) and has not succeeded since | per sink |
 """
 
 from __future__ import annotations

@@ -29,12 +29,15 @@ from pipeline.diff import MatchState, diff
 from pipeline.normalise import normalise
 from pipeline.connections import aiokafka_options, faust_credentials
 from pipeline.settings import Settings
-from pipeline.sinks import MALFORMED, Refused, check_delta, check_snapshot
+from pipeline.sinks import MALFORMED, Refused, SinkUnavailable, check_delta, check_snapshot
 from pipeline.transport import App
 from tables import codec, topics
 from tables.records import RECORD_VERSION, DeadLetter, Delta, Match
 
 log = logging.getLogger(__name__)
+
+#: Seconds the detect agent waits for an absent Postgres when recovering a match's state.
+RECOVER_PATIENCE = 5.0
 
 
 @contextlib.contextmanager
@@ -141,6 +144,7 @@ class Pipeline:
             use_partitioner=True,
         )
         self.sinks = sinks
+        self.recover_patience = RECOVER_PATIENCE
         self._changelog_known = False
         self.counters: dict[str, int] = {"raw": 0, "updates": 0, "deltas": 0, "dead": 0, "skipped": 0}
         from pipeline.metrics import Monitor
@@ -292,20 +296,28 @@ class Pipeline:
         The table is rebuilt from its changelog after a restart or a rebalance; the
         stores matter only when the changelog itself is gone (a broker that lost its
         data), so that ``seq`` continues where the stored snapshots are instead of
-        starting again at 1.
+        starting again at 1. A match the table does not hold is otherwise a new one,
+        so Postgres being away must not stop the stream: it is waited for at most
+        :data:`RECOVER_PATIENCE` seconds, and not at all while its sinks are failing;
+        the matches Redis does not have then start without a stored state.
         """
         if not self.sinks:
             return {}
-        from pipeline.sinks import write_with_retry
-
         await self.stores.ready.wait()
-
+        metrics = self.monitor.metrics
         ids = [k.decode() for k in keys]
-        found = await write_with_retry("redis", lambda: self.stores.redis_snapshots.read(ids))
+        found = await metrics.read("redis", lambda: self.stores.redis_snapshots.read(ids))
         rest = [i for i in ids if i not in found]
         if rest:
-            found.update(await write_with_retry(
-                "postgres", lambda: self.stores.history.read_snapshots(rest)))
+            try:
+                if metrics.retrying("postgres"):
+                    raise SinkUnavailable("postgres", RuntimeError("its sinks are retrying"))
+                found.update(await metrics.read(
+                    "postgres", lambda: self.stores.history.read_snapshots(rest),
+                    give_up_after=self.recover_patience))
+            except SinkUnavailable as exc:
+                log.warning("%s; %d matches not in Redis start without a stored state: %s",
+                            exc, len(rest), ", ".join(rest[:10]))
         if found:
             log.info("recovered the state of %d matches from the stores", len(found))
         return {mid.encode(): MatchState(snapshot=snap, seq=int(snap["seq"]),

@@ -205,6 +205,18 @@ class WorkerMetrics:
         self.sink_done(name, time.monotonic() - started)
         return result
 
+    async def read(self, name: str, read: Callable[[], Awaitable[Any]], **kw: Any) -> Any:
+        """A read from a store, retried like a write: its failures count as the sink
+        retrying (what ``sink_retrying`` watches) and a success clears them."""
+        result = await write_with_retry(
+            name, read, on_retry=lambda attempt, exc: self.sink_retry(name), **kw)
+        self.sink_failures.pop(name, None)
+        return result
+
+    def retrying(self, sink: str) -> bool:
+        """Whether ``sink`` has failed since it last succeeded."""
+        return self.sink_failures.get(sink, 0) > 0
+
     # -- what the alert rules see ---------------------------------------------------------
 
     def observations(self) -> Observations:

@@ -20,6 +20,7 @@ import asyncio
 import datetime as dt
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -283,9 +284,15 @@ async def write_with_retry(
     base: float = 0.2,
     cap: float = 5.0,
     on_retry: Callable[[int, SinkUnavailable], None] | None = None,
+    give_up_after: float | None = None,
 ) -> Any:
-    """Call ``write`` until it succeeds, sleeping with capped exponential backoff and full jitter."""
+    """Call ``write`` until it succeeds, sleeping with capped exponential backoff and full jitter.
+
+    With ``give_up_after`` (seconds), the :class:`SinkUnavailable` of the attempt that
+    ends after that long is raised instead of waiting again.
+    """
     attempt = 0
+    started = time.monotonic()
     while True:
         try:
             return await write()
@@ -293,6 +300,8 @@ async def write_with_retry(
             attempt += 1
             if on_retry is not None:
                 on_retry(attempt, exc)
+            if give_up_after is not None and time.monotonic() - started >= give_up_after:
+                raise
             delay = random.uniform(0, min(cap, base * 2**attempt))
             log.warning("sink %s retrying in %.2fs (attempt %d): %s", name, delay, attempt, exc)
             await asyncio.sleep(max(delay, exc.retry_after * 0.5))
