@@ -5,6 +5,7 @@ Postgres (a new match must not stop the stream while the history store is away).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -19,14 +20,21 @@ from tests.support import free_port
 A, B, C = (f"football-apifootball-{n}" for n in (101, 102, 103))
 
 
-@pytest.fixture
-async def pipeline(settings: Settings, pg, redis_client) -> AsyncIterator[Pipeline]:
+@contextlib.asynccontextmanager
+async def started(settings: Settings) -> AsyncIterator[Pipeline]:
+    """A pipeline (no poller) whose stores are open, as the worker opens them."""
     p = Pipeline(settings, poll=False)
     await p.stores.on_start()
     try:
         yield p
     finally:
         await p.stores.on_stop()
+
+
+@pytest.fixture
+async def pipeline(settings: Settings, pg, redis_client) -> AsyncIterator[Pipeline]:
+    async with started(settings) as p:
+        yield p
 
 
 async def test_state_comes_from_redis_then_postgres(pipeline: Pipeline) -> None:
@@ -45,14 +53,12 @@ async def test_state_comes_from_redis_then_postgres(pipeline: Pipeline) -> None:
 async def test_an_absent_postgres_is_waited_for_only_so_long(
         settings: Settings, redis_client) -> None:
     away = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-    p = Pipeline(dataclasses.replace(settings, database_url=away), poll=False)
-    await p.stores.on_start()
-    try:
+    async with started(dataclasses.replace(settings, database_url=away)) as p:
         await p.stores.redis_snapshots.write([snapshot(3, mid=A)])
         p.recover_patience = 1.0
-        started = time.monotonic()
+        started_at = time.monotonic()
         got = await asyncio.wait_for(p.recover([A.encode(), B.encode()]), 30)
-        assert time.monotonic() - started >= 1.0  # it did wait, and retry, for Postgres
+        assert time.monotonic() - started_at >= 1.0  # it did wait, and retry, for Postgres
         assert set(got) == {A.encode()} and got[A.encode()]["seq"] == 3
         metrics = p.monitor.metrics
         assert metrics.retrying("postgres")  # what the sink_retrying alert sees
@@ -60,7 +66,4 @@ async def test_an_absent_postgres_is_waited_for_only_so_long(
 
         # While Postgres is known to be away, the next new match does not wait for it.
         p.recover_patience = 60.0
-        started = time.monotonic()
         assert await asyncio.wait_for(p.recover([C.encode()]), 30) == {}
-    finally:
-        await p.stores.on_stop()
