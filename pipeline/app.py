@@ -30,7 +30,7 @@ from pipeline.normalise import normalise
 from pipeline.connections import aiokafka_options, faust_credentials
 from pipeline.settings import Settings
 from pipeline.sinks import MALFORMED, Refused, SinkUnavailable, check_delta, check_snapshot
-from pipeline.transport import App
+from pipeline.transport import App, KeyPartitioner
 from tables import codec, topics
 from tables.records import RECORD_VERSION, DeadLetter, Delta, Match
 
@@ -120,6 +120,7 @@ class Pipeline:
             producer_acks=-1,
             producer_linger=0.002,
             producer_max_batch_size=256 * 1024,
+            producer_partitioner=KeyPartitioner(),
             table_cleanup_interval=60.0,
         )
         self.app.fetch_wait_ms = s.fetch_wait_ms

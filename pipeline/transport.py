@@ -18,7 +18,9 @@ broker that reports them right this costs one empty fetch per recovery.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import random
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -26,10 +28,26 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 log = logging.getLogger(__name__)
+
+
+class KeyPartitioner:
+    """aiokafka's default partitioner (murmur2 of the key, as Kafka's Java client does),
+    remembering each key's hash: the same match ids come back on every update, and
+    aiokafka's murmur2 is pure Python (about 2.5 % of a worker's time before)."""
+
+    def __init__(self, keys: int = 200_000) -> None:
+        self._hash = functools.lru_cache(maxsize=keys)(lambda key: murmur2(key) & 0x7FFFFFFF)
+
+    def __call__(self, key: bytes | None, all_partitions: list[int],
+                 available: list[int]) -> int:
+        if key is None:
+            return random.choice(available or all_partitions)
+        return all_partitions[self._hash(key) % len(all_partitions)]
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

@@ -117,3 +117,17 @@ async def test_a_batch_of_sends_does_not_yield_and_leaves_one_produce_batch_per_
         assert len(batches) == len(set(batches)) <= settings.partitions
     finally:
         await producer.stop()
+
+
+def test_the_key_partitioner_places_every_key_as_kafka_does() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from pipeline.transport import KeyPartitioner
+
+    ours, kafka = KeyPartitioner(keys=64), DefaultPartitioner()
+    keys = [f"football-apifootball-{n}".encode() for n in range(500)] + [b"", b"\xff" * 7]
+    for parts in ([0], list(range(4)), list(range(8)), list(range(12))):
+        for _ in range(2):  # the second time from its cache (and past it: 64 keys kept)
+            assert [ours(k, parts, parts) for k in keys] == [kafka(k, parts, parts) for k in keys]
+    assert ours(None, [0, 1, 2], [2]) == 2  # no key: an available partition
+    assert ours(None, [0, 1, 2], []) in (0, 1, 2)
