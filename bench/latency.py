@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaProducer
 
 from bench import common, data
 from bench.common import Row, log
+from pipeline.dev import DATA_TOPICS
 from tables import codec
 
-TOPICS = ("raw-fetches", "match-updates", "match-deltas", "match-snapshots", "dead-letters")
 CLIENTS = 5
 
 
@@ -70,7 +70,7 @@ async def send(producer: AIOKafkaProducer, topic: str, source: Source, rate: flo
 async def run(env: common.Env, workdir: Path, quick: bool) -> list[Row]:
     seconds = 3.0 if quick else 10.0
     s = env.settings("lat")
-    await common.prepare(s, TOPICS)
+    await common.prepare(s, DATA_TOPICS)
     worker = common.Proc.cli("lat-worker", ["worker"], s, workdir / "logs")
     edge, url = common.start_edge(s, workdir / "logs", "lat-edge")
     talker = common.clients_proc("lat-clients", workdir / "logs")

@@ -25,8 +25,6 @@ from pipeline.diff import diff
 from pipeline.normalise import normalise
 from tables import codec
 
-TOPICS = ("raw-fetches", "match-updates", "match-deltas", "match-snapshots", "dead-letters")
-
 
 #: Live answers per league in the dataset (30 simulated seconds apart).
 STEPS = 240

@@ -26,10 +26,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench import common, data
 from bench.common import Row, log
 from pipeline import embedded
+from pipeline.dev import DATA_TOPICS
 from pipeline.simulator.model import SimClock, World
 from tables import codec
 
-TOPICS = ("raw-fetches", "match-updates", "match-deltas", "match-snapshots", "dead-letters")
 SPORTS = ("football", "basketball", "hockey")
 NAIVE_INTERVAL = 15.0
 
@@ -101,7 +101,7 @@ async def one_run(env: common.Env, workdir: Path, name: str, speed: float, secon
     s = env.settings(name, provider_url=f"http://127.0.0.1:{port}", clock_speed=speed,
                      clock_start=start, provider_plan="pro", apifootball_key="bench-key",
                      apibasketball_key="bench-key", apihockey_key="bench-key")
-    await common.prepare(s, TOPICS)
+    await common.prepare(s, DATA_TOPICS)
     sim = common.Proc.cli(f"{name}-simulator", ["simulate", "--port", str(port), "--seed", "7",
                                                 "--speed", repr(speed), "--start", repr(start),
                                                 "--matches", str(matches), "--plan", "pro"],
