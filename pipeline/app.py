@@ -116,7 +116,11 @@ class Pipeline:
             broker_commit_every=1000,
             broker_commit_interval=1.0,
             consumer_auto_offset_reset="earliest",
-            stream_buffer_maxsize=4096,
+            # Faust pauses a partition once its stream's buffer is 80 % full; a fetch
+            # of at most 1,000 records then still fits in the rest, so delivering
+            # a record rarely has to wait (see transport._Consumer.wait_first).
+            stream_buffer_maxsize=8192,
+            broker_max_poll_records=1000,
             producer_acks=-1,
             producer_linger=0.002,
             producer_max_batch_size=256 * 1024,

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from faust.types import TP
 
 from pipeline.app import Pipeline
 from pipeline.settings import Settings
-from pipeline.transport import _ConsumerThread
+from pipeline.transport import LeanMonitor, _ConsumerThread
 
 
 def _consumer(settings: Settings) -> Any:
@@ -131,3 +132,91 @@ def test_the_key_partitioner_places_every_key_as_kafka_does() -> None:
             assert [ours(k, parts, parts) for k in keys] == [kafka(k, parts, parts) for k in keys]
     assert ours(None, [0, 1, 2], [2]) == 2  # no key: an available partition
     assert ours(None, [0, 1, 2], []) in (0, 1, 2)
+
+
+async def test_a_delivery_that_need_not_wait_makes_no_task(settings: Settings) -> None:
+    consumer = _consumer(settings)
+    flow_waits: list[str] = []
+
+    async def deliver() -> str:
+        return "delivered"
+
+    async def flow() -> None:
+        flow_waits.append("started")
+
+    tasks_before = len(asyncio.all_tasks())
+    results = await consumer.wait_first(deliver(), flow())
+    assert results.results == ["delivered"] and not results.stopped
+    assert flow_waits == []  # the flow's wait was closed without running
+    assert len(asyncio.all_tasks()) == tasks_before
+
+
+async def test_a_delivery_that_waits_is_continued_where_it_stopped(settings: Settings) -> None:
+    consumer = _consumer(settings)
+    room = asyncio.get_running_loop().create_future()
+    steps: list[str] = []
+
+    async def deliver() -> str:
+        steps.append("before")
+        got = await room
+        steps.append(f"after {got}")
+        await asyncio.sleep(0)
+        return "delivered"
+
+    waiting = asyncio.ensure_future(consumer.wait_first(deliver(), consumer.suspend_flow.wait()))
+    await asyncio.sleep(0.01)
+    assert steps == ["before"] and not waiting.done()
+    room.set_result("room")
+    results = await asyncio.wait_for(waiting, 1)
+    assert results.results == ["delivered"]
+    assert steps == ["before", "after room"]
+
+
+async def test_a_suspended_flow_ends_a_waiting_delivery(settings: Settings) -> None:
+    consumer = _consumer(settings)
+    never = asyncio.get_running_loop().create_future()
+    ended: list[str] = []
+
+    async def deliver() -> None:
+        try:
+            await never
+        finally:
+            ended.append("delivery cancelled")
+
+    waiting = asyncio.ensure_future(consumer.wait_first(deliver(), consumer.suspend_flow.wait()))
+    await asyncio.sleep(0.01)
+    consumer.suspend_flow.set()
+    results = await asyncio.wait_for(waiting, 1)
+    assert results.results == [True]  # the flow's wait won
+    await asyncio.sleep(0)
+    assert ended == ["delivery cancelled"]
+
+
+async def test_a_delivery_that_fails_raises_with_or_without_waiting(settings: Settings) -> None:
+    consumer = _consumer(settings)
+    room = asyncio.get_running_loop().create_future()
+
+    async def fails_at_once() -> None:
+        raise ValueError("at once")
+
+    async def fails_after_waiting() -> None:
+        await room
+        raise ValueError("after waiting")
+
+    with pytest.raises(ValueError, match="at once"):
+        await consumer.wait_first(fails_at_once(), consumer.suspend_flow.wait())
+    waiting = asyncio.ensure_future(
+        consumer.wait_first(fails_after_waiting(), consumer.suspend_flow.wait()))
+    await asyncio.sleep(0.01)
+    room.set_result(None)
+    with pytest.raises(ValueError, match="after waiting"):
+        await asyncio.wait_for(waiting, 1)
+
+
+def test_the_app_keeps_the_lean_monitor(settings: Settings) -> None:
+    app = Pipeline(settings, sinks=False, poll=False).app
+    assert isinstance(app.monitor, LeanMonitor)
+    tp = TP("t", 0)
+    app.monitor.on_stream_event_in(tp, 1, None, None)
+    assert tp in app.monitor.stream_inbound_time  # what Faust's stalled-stream check reads
+
