@@ -30,7 +30,7 @@ from pipeline.normalise import normalise
 from pipeline.connections import aiokafka_options, faust_credentials
 from pipeline.settings import Settings
 from pipeline.sinks import MALFORMED, Refused, SinkUnavailable, check_delta, check_snapshot
-from pipeline.transport import App, KeyPartitioner
+from pipeline.transport import App, KeyPartitioner, Outbox
 from tables import codec, topics
 from tables.records import RECORD_VERSION, DeadLetter, Delta, Match
 
@@ -175,34 +175,37 @@ class Pipeline:
     # -- agents -------------------------------------------------------------
 
     async def _normalise_agent(self, stream: faust.StreamT[bytes]) -> None:
-        # A batch's updates are all handed to the producer before the agent yields,
-        # so they leave in one produce request per partition, not one per fetch.
         async for values in stream.take(500, within=0.005):
             self.counters["raw"] += len(values)
             await until_done("normalise", lambda: self.normalise_batch(values))
 
     async def normalise_batch(self, values: list[bytes]) -> None:
+        """Normalise a batch of raw fetches; their updates leave in one record batch per
+        partition, and the raw fetches are acknowledged once the broker has them all."""
+        outbox = Outbox(self.app)
         for value in values:
-            await self.handle_raw(value)
+            self.handle_raw(value, outbox)
+        for fut in await outbox.send():
+            await fut
 
-    async def handle_raw(self, value: bytes) -> None:
+    def handle_raw(self, value: bytes, outbox: Outbox) -> None:
         try:
             raw = codec.loads(value)
             if not isinstance(raw, dict):
                 raise TypeError("raw fetch is not a JSON object")
         except (codec.DecodeError, TypeError) as exc:
             self.counters["dead"] += 1
-            await self.dead_letters.send(value=codec.dumps(
+            outbox.add(self.dead_letters, None, codec.dumps(
                 dead_letter("decode", str(exc), type(exc).__name__, value)))
             return
         result = normalise(raw)  # type: ignore[arg-type]
         for match in result.matches:
             self.counters["updates"] += 1
             self.monitor.metrics.match_seen(match)
-            await self.match_updates.send(key=match["id"].encode(), value=codec.dumps(match))
+            outbox.add(self.match_updates, match["id"].encode(), codec.dumps(match))
         for error in result.errors:
             self.counters["dead"] += 1
-            await self.dead_letters.send(value=codec.dumps(error.to_dead_letter(raw)))
+            outbox.add(self.dead_letters, None, codec.dumps(error.to_dead_letter(raw)))
 
     async def _detect_agent(self, stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(500, within=0.005):
@@ -232,7 +235,7 @@ class Pipeline:
         if missing:
             known.update(await self.recover(missing))
         states: dict[bytes, tuple[EventT, MatchState]] = {}
-        pending = []
+        outbox = Outbox(self.app)
         owned = self._assigned()
         for event, key, match in decoded:
             if owned is not None and event.message.tp not in owned:
@@ -260,12 +263,12 @@ class Pipeline:
                     states[key] = (event, result.state)
                 continue
             states[key] = (event, result.state)
-            pending.append(await self.match_deltas.send(key=key, value=codec.dumps(result.delta)))
-            await self.match_snapshots.send(key=key, value=codec.dumps(result.state["snapshot"]))
+            outbox.add(self.match_deltas, key, codec.dumps(result.delta))
+            outbox.add(self.match_snapshots, key, codec.dumps(result.state["snapshot"]))
             self.counters["deltas"] += 1
             self.monitor.metrics.delta(result.delta)
-        for fut in pending:
-            await fut  # the delta is on the broker before the table moves on
+        for fut in await outbox.send():
+            await fut  # the deltas are on the broker before the table moves on
         if states:
             await self._learn_changelog()
         for key, (event, state) in states.items():

@@ -18,7 +18,7 @@ from faust.types import TP
 
 from pipeline.app import Pipeline
 from pipeline.settings import Settings
-from pipeline.transport import LeanMonitor, _ConsumerThread
+from pipeline.transport import LeanMonitor, Outbox, _ConsumerThread
 
 
 def _consumer(settings: Settings) -> Any:
@@ -220,3 +220,54 @@ def test_the_app_keeps_the_lean_monitor(settings: Settings) -> None:
     app.monitor.on_stream_event_in(tp, 1, None, None)
     assert tp in app.monitor.stream_inbound_time  # what Faust's stalled-stream check reads
 
+
+async def test_an_outbox_places_records_as_topic_send_does_and_keeps_their_order(
+        settings: Settings) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from pipeline.connections import aiokafka_options
+
+    pipeline = Pipeline(settings, sinks=False, poll=False)
+    app = pipeline.app
+    await pipeline.match_updates.declare()  # starts the producer
+    try:
+        keys = [f"m-{i % 30}".encode() for i in range(300)]
+        sent = await asyncio.gather(*[await pipeline.match_updates.send(key=k, value=b"send")
+                                      for k in keys[:30]])
+        where = {k: meta.partition for k, meta in zip(keys[:30], sent)}
+        outbox = Outbox(app)
+        big = b"x" * 150_000  # two of these overflow one 256 KiB batch
+        for i, key in enumerate(keys):
+            outbox.add(pipeline.match_updates, key, (big if i % 50 == 0 else b"") + str(i).encode())
+        assert len(outbox) == 300
+        futures = await outbox.send()
+        assert len(outbox) == 0
+        await asyncio.gather(*futures)
+        assert len(futures) > len(set(where.values()))  # a full batch left, a new one started
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                    enable_auto_commit=False, **aiokafka_options(settings))
+        await consumer.start()
+        try:
+            topic = settings.topic("match-updates")
+            partitions = await app.producer._ensure_producer().partitions_for(topic)
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            got: dict[int, list[tuple[bytes, int]]] = {}
+            deadline = asyncio.get_running_loop().time() + 20
+            while sum(map(len, got.values())) < 300 and asyncio.get_running_loop().time() < deadline:
+                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                    for r in records:
+                        if r.value != b"send":
+                            got.setdefault(tp.partition, []).append(
+                                (r.key, int(r.value.lstrip(b"x"))))
+        finally:
+            await consumer.stop()
+        assert sum(map(len, got.values())) == 300
+        for partition, records in got.items():
+            assert all(where[key] == partition for key, _ in records)
+            order = [i for _, i in records]
+            assert order == sorted(order)
+    finally:
+        await app.producer.stop()
