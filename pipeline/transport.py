@@ -88,7 +88,12 @@ class Outbox:
         cluster = producer.client.cluster
         futures = []
         for topic, items in records.items():
-            await producer.partitions_for(topic)  # waits for the topic's metadata once
+            # Tracked, or a refresh of the tracked topics' metadata (after any other
+            # request filled in every topic) drops it: a batch then waits for a
+            # leader until the producer's request timeout, and so does whoever
+            # waits for the batch. A send per record re-added it on the next send.
+            producer.client.add_topic(topic)
+            await producer.partitions_for(topic)
             partitions = list(cluster.partitions_for_topic(topic))
             available = list(cluster.available_partitions_for_topic(topic))
             batches: dict[int, Any] = {}

@@ -271,3 +271,27 @@ async def test_an_outbox_places_records_as_topic_send_does_and_keeps_their_order
             assert order == sorted(order)
     finally:
         await app.producer.stop()
+
+
+async def test_an_outbox_keeps_its_topics_in_the_producers_metadata(settings: Settings) -> None:
+    # The producer's client refreshes metadata for the topics it tracks; a topic it
+    # learnt of only because nothing was tracked yet (every topic then comes back)
+    # drops out at the next refresh, and a batch for it waits for a leader until the
+    # request timeout (20 minutes), stopping the agent that waits for the batch.
+    pipeline = Pipeline(settings, sinks=False, poll=False)
+    await pipeline.match_updates.declare()  # starts the producer
+    await pipeline.dead_letters.declare()
+    client = pipeline.app.producer._ensure_producer().client
+    topic = settings.topic("match-updates")
+    try:
+        client._topics.clear()
+        await client.force_metadata_update()  # nothing tracked: every topic comes back
+        assert topic in client.cluster.topics()
+        outbox = Outbox(pipeline.app)
+        outbox.add(pipeline.match_updates, b"m-1", b"{}")
+        await asyncio.wait_for(asyncio.gather(*await outbox.send()), 10)
+        client.add_topic(settings.topic("dead-letters"))
+        await client.force_metadata_update()  # now only the tracked topics
+        assert topic in client.cluster.topics()
+    finally:
+        await pipeline.app.producer.stop()
