@@ -30,7 +30,7 @@ from pipeline.normalise import normalise
 from pipeline.connections import aiokafka_options, faust_credentials
 from pipeline.settings import Settings
 from pipeline.sinks import MALFORMED, Refused, SinkUnavailable, check_delta, check_snapshot
-from pipeline.transport import App, KeyPartitioner, Outbox
+from pipeline.transport import App, KeyPartitioner, Outbox, partitions_known
 from tables import codec, topics
 from tables.records import RECORD_VERSION, DeadLetter, Delta, Match
 
@@ -150,7 +150,6 @@ class Pipeline:
         )
         self.sinks = sinks
         self.recover_patience = RECOVER_PATIENCE
-        self._changelog_known = False
         self.counters: dict[str, int] = {"raw": 0, "updates": 0, "deltas": 0, "dead": 0, "skipped": 0}
         from pipeline.metrics import Monitor
 
@@ -291,12 +290,7 @@ class Pipeline:
         tracks, which the table's writes alone never add to.
         """
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        topic = self.matches.changelog_topic.get_topic_name()
-        if not self._changelog_known:
-            producer.client.add_topic(topic)
-            self._changelog_known = True
-        if producer.client.cluster.partitions_for_topic(topic) is None:
-            await producer.partitions_for(topic)
+        await partitions_known(producer, self.matches.changelog_topic.get_topic_name())
 
     async def recover(self, keys: list[bytes]) -> dict[bytes, MatchState]:
         """The last state of matches the table does not hold, from Redis, then Postgres.

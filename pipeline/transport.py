@@ -53,6 +53,18 @@ class KeyPartitioner:
         return all_partitions[self._hash(key) % len(all_partitions)]
 
 
+async def partitions_known(producer: Any, topic: str) -> Any:
+    """The partitions of ``topic``, from metadata the producer's client keeps up to date.
+
+    The client refreshes metadata only for the topics it tracks. A topic it learnt
+    of while it tracked none (every topic comes back then) is dropped at the next
+    refresh, and a record batch for it waits for a leader until the producer's
+    request timeout (20 minutes in Faust), and so does whoever waits for the batch.
+    """
+    producer.client.add_topic(topic)
+    return await producer.partitions_for(topic)
+
+
 class Outbox:
     """Records for the app's topics, handed to the producer as one record batch per
     partition instead of one ``Topic.send`` each.
@@ -88,13 +100,7 @@ class Outbox:
         cluster = producer.client.cluster
         futures = []
         for topic, items in records.items():
-            # Tracked, or a refresh of the tracked topics' metadata (after any other
-            # request filled in every topic) drops it: a batch then waits for a
-            # leader until the producer's request timeout, and so does whoever
-            # waits for the batch. A send per record re-added it on the next send.
-            producer.client.add_topic(topic)
-            await producer.partitions_for(topic)
-            partitions = list(cluster.partitions_for_topic(topic))
+            partitions = list(await partitions_known(producer, topic))
             available = list(cluster.available_partitions_for_topic(topic))
             batches: dict[int, Any] = {}
             for key, value in items:
