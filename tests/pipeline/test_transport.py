@@ -11,6 +11,8 @@ down the corrected order on the consumer itself; the worker-kill case in
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,6 +25,17 @@ from pipeline.transport import LeanMonitor, Outbox, _ConsumerThread
 
 def _consumer(settings: Settings) -> Any:
     return Pipeline(settings, sinks=False, poll=False).app.consumer
+
+
+@contextlib.asynccontextmanager
+async def _producing(settings: Settings) -> AsyncIterator[Pipeline]:
+    """A pipeline whose producer is started (by declaring ``match-updates``), then stopped."""
+    pipeline = Pipeline(settings, sinks=False, poll=False)
+    await pipeline.match_updates.declare()
+    try:
+        yield pipeline
+    finally:
+        await pipeline.app.producer.stop()
 
 
 async def test_stream_partitions_resume_only_after_the_seek(settings: Settings) -> None:
@@ -93,11 +106,8 @@ class _Null:
 
 async def test_a_batch_of_sends_does_not_yield_and_leaves_one_produce_batch_per_partition(
         settings: Settings) -> None:
-    pipeline = Pipeline(settings, sinks=False, poll=False)
-    app = pipeline.app
-    await pipeline.match_updates.declare()  # starts the producer
-    producer = app.producer
-    try:
+    async with _producing(settings) as pipeline:
+        producer = pipeline.app.producer
         accumulator = producer._ensure_producer()._message_accumulator
         batches: list[Any] = []
         append_batch = accumulator._append_batch
@@ -116,8 +126,6 @@ async def test_a_batch_of_sends_does_not_yield_and_leaves_one_produce_batch_per_
         assert ran == []  # the producer's sender could not drain between the sends
         await asyncio.gather(*futures)
         assert len(batches) == len(set(batches)) <= settings.partitions
-    finally:
-        await producer.stop()
 
 
 def test_the_key_partitioner_places_every_key_as_kafka_does() -> None:
@@ -214,7 +222,7 @@ async def test_a_delivery_that_fails_raises_with_or_without_waiting(settings: Se
 
 
 def test_the_app_keeps_the_lean_monitor(settings: Settings) -> None:
-    app = Pipeline(settings, sinks=False, poll=False).app
+    app = _consumer(settings).app
     assert isinstance(app.monitor, LeanMonitor)
     tp = TP("t", 0)
     app.monitor.on_stream_event_in(tp, 1, None, None)
@@ -227,10 +235,8 @@ async def test_an_outbox_places_records_as_topic_send_does_and_keeps_their_order
 
     from pipeline.connections import aiokafka_options
 
-    pipeline = Pipeline(settings, sinks=False, poll=False)
-    app = pipeline.app
-    await pipeline.match_updates.declare()  # starts the producer
-    try:
+    async with _producing(settings) as pipeline:
+        app = pipeline.app
         keys = [f"m-{i % 30}".encode() for i in range(300)]
         sent = await asyncio.gather(*[await pipeline.match_updates.send(key=k, value=b"send")
                                       for k in keys[:30]])
@@ -269,8 +275,6 @@ async def test_an_outbox_places_records_as_topic_send_does_and_keeps_their_order
             assert all(where[key] == partition for key, _ in records)
             order = [i for _, i in records]
             assert order == sorted(order)
-    finally:
-        await app.producer.stop()
 
 
 async def test_an_outbox_keeps_its_topics_in_the_producers_metadata(settings: Settings) -> None:
@@ -278,12 +282,10 @@ async def test_an_outbox_keeps_its_topics_in_the_producers_metadata(settings: Se
     # learnt of only because nothing was tracked yet (every topic then comes back)
     # drops out at the next refresh, and a batch for it waits for a leader until the
     # request timeout (20 minutes), stopping the agent that waits for the batch.
-    pipeline = Pipeline(settings, sinks=False, poll=False)
-    await pipeline.match_updates.declare()  # starts the producer
-    await pipeline.dead_letters.declare()
-    client = pipeline.app.producer._ensure_producer().client
-    topic = settings.topic("match-updates")
-    try:
+    async with _producing(settings) as pipeline:
+        await pipeline.dead_letters.declare()
+        client = pipeline.app.producer._ensure_producer().client
+        topic = settings.topic("match-updates")
         client._topics.clear()
         await client.force_metadata_update()  # nothing tracked: every topic comes back
         assert topic in client.cluster.topics()
@@ -293,5 +295,3 @@ async def test_an_outbox_keeps_its_topics_in_the_producers_metadata(settings: Se
         client.add_topic(settings.topic("dead-letters"))
         await client.force_metadata_update()  # now only the tracked topics
         assert topic in client.cluster.topics()
-    finally:
-        await pipeline.app.producer.stop()
