@@ -1,7 +1,9 @@
 """Pipeline throughput: match updates/s through normalise + diff + emit on Faust workers.
 
-The workers are ``bts-guru worker`` processes (their poller idle: no provider keys),
-so the Redis and Postgres sinks run in them too.
+The workers are ``bts-guru worker --role pipeline`` processes (their poller idle: no
+provider keys), with the Redis and Postgres sinks in a ``worker --role sinks`` process
+of their own (``docs/operations.md``, worker roles); a second run puts the sinks back into the one
+worker (``--role all``, what ``bts-guru dev`` starts) and is reported beside it.
 
 Raw fetches (live answers per league drawn from the simulator, a few hours of a busy
 day) are sent to ``raw-fetches`` once the workers are up and their group has settled;
@@ -21,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench import common, data
 from bench.common import Row, log
+from pipeline.dev import DATA_TOPICS
 from pipeline.diff import diff
 from pipeline.normalise import normalise
 from tables import codec
@@ -73,13 +76,27 @@ async def topics_made(consumer: AIOKafkaConsumer, names: list[str], procs: list[
         await asyncio.sleep(0.5)
 
 
+async def stored_deltas(settings: Any) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_url, timeout=5)
+    try:
+        return int(await conn.fetchval(f'SELECT count(*) FROM "{settings.db_schema}".match_deltas'))
+    finally:
+        await conn.close()
+
+
 async def through_workers(env: common.Env, workdir: Path, name: str, workers: int,
                           records: list[tuple[bytes, bytes]], warm: int, expected: int,
-                          updates: int) -> tuple[float | None, str]:
+                          updates: int, sinks_apart: bool = False) -> tuple[float | None, str]:
     s = env.settings(name, partitions=8)
-    await common.prepare(s, (), migrate=True)
-    procs = [common.Proc.cli(f"{name}-worker-{i}", ["worker"], s, workdir / "logs")
+    await common.prepare(s, DATA_TOPICS, migrate=True)  # as kafka-init does in production
+    role = ["--role", "pipeline"] if sinks_apart else []
+    procs = [common.Proc.cli(f"{name}-worker-{i}", ["worker", *role], s, workdir / "logs")
              for i in range(workers)]
+    if sinks_apart:
+        procs.append(common.Proc.cli(f"{name}-sinks", ["worker", "--role", "sinks"], s,
+                                     workdir / "logs"))
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=5,
                                 max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024)
     consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None,
@@ -130,6 +147,13 @@ async def through_workers(env: common.Env, workdir: Path, name: str, workers: in
                 f"sent in {sent:.1f} s, done in {elapsed:.1f} s")
         if seen < target:
             return None, note + " (incomplete)"
+        # the sinks' share of the run: when Postgres held every delta
+        stored = await stored_deltas(s)
+        while stored < seen and time.perf_counter() - t0 < elapsed + 300:
+            await asyncio.sleep(0.5)
+            stored = await stored_deltas(s)
+        note += (f", every delta in Postgres {time.perf_counter() - t0:.1f} s after the first "
+                 f"record" if stored >= seen else f", {stored:,} of {seen:,} deltas in Postgres")
         return updates / elapsed, note
     finally:
         await consumer.stop()
@@ -152,9 +176,17 @@ async def run(env: common.Env, workdir: Path, quick: bool) -> list[Row]:
     records, warm, updates, expected = split(quick)
     ref = max(plain_loop(records[warm:])[0] for _ in range(2 if quick else 3))
     log(f"pipeline: {len(records):,} raw records, plain loop {ref:,.0f} updates/s")
-    value, note = await through_workers(env, workdir, "pipe1", 1, records, warm, expected, updates)
+    value, note = await through_workers(env, workdir, "pipe1", 1, records, warm, expected, updates,
+                                        sinks_apart=True)
     ratio = value / ref if value else None
     log(f"pipeline: one worker {value} updates/s ({note})")
-    return [Row("pipeline", "pipeline: match updates/s through normalise + diff + emit, one worker",
+    together, together_note = await through_workers(env, workdir, "pipeall", 1, records, warm,
+                                                    expected, updates)
+    log(f"pipeline: one worker with the sinks {together} updates/s ({together_note})")
+    return [Row("pipeline", "pipeline: match updates/s through normalise + diff + emit, one worker "
+                "(sinks in a worker of their own)",
                 value, "/s", reference=f"plain loop {common.fmt(ref, '/s')}", target="ratio ≥ 0.5",
-                ratio=ratio, ok=None if ratio is None else ratio >= 0.5, note=note)]
+                ratio=ratio, ok=None if ratio is None else ratio >= 0.5, note=note),
+            Row("pipeline", "pipeline: the same, the sinks in the same worker (`--role all`)",
+                together, "/s", reference=f"plain loop {common.fmt(ref, '/s')}", target="reported",
+                ratio=together / ref if together else None, ok=None, note=together_note)]

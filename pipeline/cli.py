@@ -87,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", default=None, help="where Redis, Postgres and workers keep data (default .bts-data)")
     dev.add_argument("--text-logs", action="store_true", help="human-readable logs")
 
-    sub.add_parser("worker", help="a Faust worker: pollers, agents, sinks")
+    worker = sub.add_parser("worker", help="a Faust worker: pollers, agents, sinks")
+    worker.add_argument(
+        "--role", choices=["all", "pipeline", "sinks"], default="all",
+        help="all (default): pollers, normalise, detect and the sinks; pipeline: all but "
+             "the sinks; sinks: only the Redis and Postgres sinks, as a consumer group of "
+             "their own")
 
     edge = sub.add_parser("edge", help="the Starlette edge on uvicorn")
     edge.add_argument("--host", default=None)
@@ -159,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_dev(args, settings)
     if args.command == "worker":
-        return run_worker(settings)
+        return run_worker(settings, args.role)
     if args.command == "edge":
         return run_edge(settings, args.host, args.port)
     if args.command == "simulate":
@@ -248,10 +253,10 @@ def run_keys(parser: argparse.ArgumentParser, args: argparse.Namespace, settings
     return asyncio.run(go())
 
 
-def run_worker(settings: Settings) -> int:
+def run_worker(settings: Settings, role: str = "all") -> int:
     from pipeline.app import create_app
 
-    make_worker(create_app(settings).app, settings).execute_from_commandline()
+    make_worker(create_app(settings, role=role).app, settings).execute_from_commandline()
     return 0
 
 

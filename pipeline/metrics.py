@@ -423,6 +423,7 @@ class Monitor(Service):
             m.recommended.set(recommended_workers(active, self.settings.partitions))
         beat = {
             "id": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
+            "role": getattr(self.pipeline, "role", "all"),
             "started": self.started_at, "ts": time.time(), "port": self.port,
             "partitions": sorted(owned),
             "lag": {f"{t.removeprefix(self._topic_prefix)}/{p}": n for (t, p), n in sorted(lag.items())},

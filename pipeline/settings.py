@@ -268,6 +268,11 @@ class Settings:
         return f"{self.topic_prefix}{self.app_id}"
 
     @property
+    def sinks_group_id(self) -> str:
+        """The Faust app id, and consumer group, of ``worker --role sinks``."""
+        return f"{self.faust_id}-sinks"
+
+    @property
     def kafka_bootstrap(self) -> str:
         """``host:port[,host:port]`` for plain Kafka clients (aiokafka, kafka-python)."""
         return ",".join(

@@ -42,7 +42,11 @@ async def _heartbeats(redis: aioredis.Redis, key: str, now: float) -> list[dict[
 
 
 async def broker_lag(settings: Settings) -> dict[str, dict[str, int]]:
-    """Lag of the workers' consumer group: topic → partition → records behind."""
+    """Lag of the workers' consumer groups: topic → partition → records behind.
+
+    Sink workers (``worker --role sinks``) are a group of their own; where they
+    have committed offsets for a topic, theirs are the ones that count.
+    """
     from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -54,7 +58,11 @@ async def broker_lag(settings: Settings) -> dict[str, dict[str, int]]:
                                 **aiokafka_options(settings))
     await admin.start()
     try:
-        committed = await admin.list_consumer_group_offsets(settings.faust_id)
+        committed = dict(await admin.list_consumer_group_offsets(settings.faust_id))
+        sinks = await admin.list_consumer_group_offsets(settings.sinks_group_id)
+        theirs = {tp.topic for tp in sinks}
+        committed = {tp: meta for tp, meta in committed.items() if tp.topic not in theirs}
+        committed.update(sinks)
         tps = [tp for tp in committed if tp.topic.startswith(settings.topic_prefix)]
         await consumer.start()
         ends = await consumer.end_offsets(tps) if tps else {}
