@@ -28,7 +28,7 @@ from faust.types import EventT
 from pipeline.diff import MatchState, diff
 from pipeline.normalise import normalise
 from pipeline.connections import aiokafka_options, faust_credentials
-from pipeline.settings import Settings
+from pipeline.settings import WORKER_ROLES, Settings
 from pipeline.sinks import MALFORMED, Refused, SinkUnavailable, check_delta, check_snapshot
 from pipeline.transport import App, KeyPartitioner, Outbox, partitions_known
 from tables import codec, topics
@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds the detect agent waits for an absent Postgres when recovering a match's state.
 RECOVER_PATIENCE = 5.0
-
-#: What a worker runs: everything; the pipeline (pollers, normalise, detect); or the sinks.
-ROLES = ("all", "pipeline", "sinks")
 
 
 @contextlib.contextmanager
@@ -98,9 +95,9 @@ async def until_done(stage: str, step: Callable[[], Awaitable[None]]) -> None:
 class Pipeline:
     """The topics, table and agents of one Faust app, built from settings.
 
-    ``role`` picks the agents (see :data:`ROLES`). A ``sinks`` worker is a consumer
-    group of its own (``<app id>-sinks``), so that sink workers and pipeline workers
-    can be started, stopped and scaled apart: the sinks then no longer share the
+    ``role`` picks the agents (see :data:`~pipeline.settings.WORKER_ROLES`). A
+    ``sinks`` worker is a consumer group of its own (``<app id>-sinks``), so that sink
+    workers and pipeline workers can be started, stopped and scaled apart: the sinks then no longer share the
     pipeline worker's one core, which they took about 40 % of. ``sinks=False``
     leaves Redis and Postgres out altogether (no sink agents, and no recovery of
     a match's state from the stores).
@@ -108,8 +105,8 @@ class Pipeline:
 
     def __init__(self, settings: Settings, *, sinks: bool = True, poll: bool = True,
                  role: str = "all") -> None:
-        if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        if role not in WORKER_ROLES:
+            raise ValueError(f"role must be one of {', '.join(WORKER_ROLES)}, not {role!r}")
         self.settings = settings
         self.role = role
         s = settings

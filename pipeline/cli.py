@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.settings import Settings, SettingsError
+from pipeline.settings import WORKER_ROLES, Settings, SettingsError
 from tables.records import SPORTS
 
 
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="a Faust worker: pollers, agents, sinks")
     worker.add_argument(
-        "--role", choices=["all", "pipeline", "sinks"], default="all",
+        "--role", choices=WORKER_ROLES, default="all",
         help="all (default): pollers, normalise, detect and the sinks; pipeline: all but "
              "the sinks; sinks: only the Redis and Postgres sinks, as a consumer group of "
              "their own")

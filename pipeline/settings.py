@@ -16,6 +16,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 
+#: What a worker runs (``bts-guru worker --role``): everything; the pipeline (pollers,
+#: normalise, detect); or the Redis and Postgres sinks, as a consumer group of their own.
+WORKER_ROLES = ("all", "pipeline", "sinks")
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; ``name`` is the environment variable."""
 
