@@ -97,10 +97,10 @@ class Pipeline:
 
     ``role`` picks the agents (see :data:`~pipeline.settings.WORKER_ROLES`). A
     ``sinks`` worker is a consumer group of its own (``<app id>-sinks``), so that sink
-    workers and pipeline workers can be started, stopped and scaled apart: the sinks then no longer share the
-    pipeline worker's one core, which they took about 40 % of. ``sinks=False``
-    leaves Redis and Postgres out altogether (no sink agents, and no recovery of
-    a match's state from the stores).
+    workers and pipeline workers can be started, stopped and scaled apart: the sinks
+    then no longer share the pipeline worker's one core, which they took about 40 %
+    of. ``sinks=False`` leaves Redis and Postgres out altogether (no sink agents, and
+    no recovery of a match's state from the stores).
     """
 
     def __init__(self, settings: Settings, *, sinks: bool = True, poll: bool = True,
