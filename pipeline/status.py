@@ -147,7 +147,8 @@ def render(doc: dict[str, Any]) -> str:
     lines.append(f"WORKERS ({len(workers)})   active matches {doc['active_matches']}")
     for w in workers:
         c = w.get("counters", {})
-        lines.append(f"  {w['id']:<34} up {_age(now - w.get('started', now)):>5}  partitions "
+        lines.append(f"  {w['id']:<34} {w.get('role', 'all'):<8} up "
+                     f"{_age(now - w.get('started', now)):>5}  partitions "
                      f"{','.join(map(str, w.get('partitions', []))) or '-':<12} targets "
                      f"{w.get('targets', 0):>3}  raw {c.get('raw', 0)}  deltas {c.get('deltas', 0)}"
                      f"  dead {c.get('dead', 0)}")

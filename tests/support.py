@@ -83,6 +83,19 @@ def free_port() -> int:
     return embedded.free_port()
 
 
+def with_simulator(settings: Settings, log_dir: Path, **fields: object) -> tuple[Settings, Proc]:
+    """The provider simulator (seed 7, 60 simulated seconds a second, its day starting
+    now) on a free port, and ``settings`` pointed at it, with ``fields`` replaced too."""
+    import dataclasses
+
+    port, start = free_port(), time.time()
+    s = dataclasses.replace(settings, provider_url=f"http://127.0.0.1:{port}", clock_speed=60.0,
+                            clock_start=start, **fields)  # type: ignore[arg-type]
+    sim = Proc("simulator", ["simulate", "--port", str(port), "--seed", "7", "--speed", "60",
+                             "--start", repr(start)], s, log_dir)
+    return s, sim
+
+
 class SSE:
     """A minimal SSE reader over httpx that also reports comments (the first one means
     the subscription is registered)."""

@@ -5,7 +5,6 @@ match-deltas → edge (SSE) and sinks → Redis/Postgres → REST.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 
 import httpx
@@ -13,7 +12,7 @@ from httpx_sse import aconnect_sse
 
 from tables import codec
 from tables.schema_check import validate
-from tests.support import Proc, free_port, wait_http
+from tests.support import Proc, free_port, wait_http, with_simulator
 
 
 async def first_deltas(url: str, count: int, timeout: float) -> list[dict]:
@@ -32,13 +31,9 @@ async def first_deltas(url: str, count: int, timeout: float) -> list[dict]:
 
 
 async def test_simulated_matches_stream_to_sse_and_land_in_redis_and_postgres(settings, pg, redis_client, tmp_path):
-    sim_port, edge_port = free_port(), free_port()
-    start = time.time()
-    s = dataclasses.replace(settings, provider_url=f"http://127.0.0.1:{sim_port}",
-                            clock_speed=60.0, clock_start=start, edge_port=edge_port)
+    edge_port = free_port()
     logs = tmp_path / "logs"
-    sim = Proc("simulator", ["simulate", "--port", str(sim_port), "--seed", "7", "--speed", "60",
-                             "--start", repr(start)], s, logs)
+    s, sim = with_simulator(settings, logs, edge_port=edge_port)
     worker = Proc("worker", ["worker"], s, logs)
     edge = Proc("edge", ["edge", "--port", str(edge_port)], s, logs)
     base = f"http://127.0.0.1:{edge_port}"

@@ -5,7 +5,6 @@ the same port; the webhook gets exactly one firing and one resolved message."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import AsyncIterator
 
@@ -15,7 +14,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import embedded
-from tests.support import Proc, free_port, local_webhook, wait_http
+from tests.support import Proc, free_port, local_webhook, wait_http, with_simulator
 
 
 class Receiver:
@@ -45,15 +44,11 @@ def sample(text: str, name: str, **labels: str) -> float:
 async def test_a_stopped_postgres_fires_sink_retrying_once_and_resolves_once(
         settings, redis_client, receiver, tmp_path) -> None:
     rec, hook = receiver
-    pg_port, sim_port, web_port = free_port(), free_port(), free_port()
+    pg_port, web_port = free_port(), free_port()
     postgres = await asyncio.to_thread(embedded.start_postgres, tmp_path / "postgres", pg_port)
-    start = time.time()
-    s = dataclasses.replace(settings, database_url=postgres.url, alert_webhook_url=hook,
-                            provider_url=f"http://127.0.0.1:{sim_port}", clock_speed=60.0,
-                            clock_start=start, worker_web_port=web_port)
     logs = tmp_path / "logs"
-    sim = Proc("simulator", ["simulate", "--port", str(sim_port), "--seed", "7", "--speed", "60",
-                             "--start", repr(start)], s, logs)
+    s, sim = with_simulator(settings, logs, database_url=postgres.url, alert_webhook_url=hook,
+                            worker_web_port=web_port)
     worker = Proc("worker", ["worker"], s, logs)
     url = f"http://127.0.0.1:{web_port}"
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.metrics import WorkerMetrics, consumer_lag, recommended_workers
 from pipeline.sinks import SinkUnavailable
-from tests.support import Proc, free_port, wait_http
+from tests.support import Proc, free_port, wait_http, with_simulator
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -107,14 +106,10 @@ def test_consumer_lag_and_recommended_workers() -> None:
 
 
 async def test_worker_serves_metrics_health_and_status(settings, pg, redis_client, tmp_path) -> None:
-    sim_port, web_port = free_port(), free_port()
-    start = time.time()
-    s = dataclasses.replace(settings, provider_url=f"http://127.0.0.1:{sim_port}",
-                            clock_speed=60.0, clock_start=start, worker_web_port=web_port)
+    web_port = free_port()
     logs = tmp_path / "logs"
     (tmp_path / "data").mkdir(exist_ok=True)
-    sim = Proc("simulator", ["simulate", "--port", str(sim_port), "--seed", "7", "--speed", "60",
-                             "--start", repr(start)], s, logs)
+    s, sim = with_simulator(settings, logs, worker_web_port=web_port)
     worker = Proc("worker", ["worker"], s, logs)
     url = f"http://127.0.0.1:{web_port}"
     try:

@@ -24,7 +24,7 @@ from pipeline.settings import Settings
 from tables.migrate import migrate
 from tables.redis_keys import RedisKeys
 from tests.reliability.conftest import read_topic
-from tests.support import Proc, free_port, wait_http
+from tests.support import Proc, free_port, wait_http, with_simulator
 
 
 def test_a_role_picks_the_agents_and_the_group(settings: Settings) -> None:
@@ -42,13 +42,9 @@ def test_a_role_picks_the_agents_and_the_group(settings: Settings) -> None:
 async def test_pipeline_and_sink_workers_apart_store_every_delta(
         settings: Settings, pg, redis_client, tmp_path) -> None:
     await migrate(pg, settings.db_schema)
-    sim_port, pipe_port, sink_port = free_port(), free_port(), free_port()
-    start = time.time()
-    s = dataclasses.replace(settings, provider_url=f"http://127.0.0.1:{sim_port}",
-                            clock_speed=60.0, clock_start=start, worker_web_port=pipe_port)
+    pipe_port, sink_port = free_port(), free_port()
     logs = tmp_path / "logs"
-    sim = Proc("simulator", ["simulate", "--port", str(sim_port), "--seed", "7", "--speed", "60",
-                             "--start", repr(start)], s, logs)
+    s, sim = with_simulator(settings, logs, worker_web_port=pipe_port)
     pipe = Proc("pipeline-worker", ["worker", "--role", "pipeline"], s, logs)
     sinks = Proc("sink-worker", ["worker", "--role", "sinks"],
                  dataclasses.replace(s, worker_web_port=sink_port), logs)
@@ -90,6 +86,12 @@ async def test_pipeline_and_sink_workers_apart_store_every_delta(
         doc = json.loads(out.stdout)
         assert sorted(w["role"] for w in doc["workers"]) == ["pipeline", "sinks"]
         assert {"raw-fetches", "match-updates", "match-deltas", "match-snapshots"} <= set(doc["lag"])
+        text = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "pipeline.cli", "status"],
+            env={**os.environ, **s.env()}, capture_output=True, text=True, timeout=60)
+        assert text.returncode == 0, text.stderr
+        listed = text.stdout.split("WORKERS (2)", 1)[1].split("LAG", 1)[0]
+        assert " pipeline " in listed and " sinks " in listed, text.stdout
         assert "Crashed" not in pipe.log() + sinks.log()
     finally:
         pipe.stop()

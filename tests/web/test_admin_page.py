@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 
 import httpx
 import pytest
 
-from tests.support import SSE, Proc, free_port, wait_http
+from tests.support import SSE, Proc, free_port, wait_http, with_simulator
 from tests.web.browser import Browser, require_chromium
 
 KEY = "admin-Kx81-test"
@@ -31,14 +30,10 @@ def chromium() -> str:
 
 async def test_admin_page_shows_live_status_and_needs_the_key(chromium, settings, pg,
                                                               redis_client, tmp_path) -> None:
-    sim_port, edge_port = free_port(), free_port()
-    start = time.time()
-    s = dataclasses.replace(settings, provider_url=f"http://127.0.0.1:{sim_port}",
-                            clock_speed=60.0, clock_start=start, edge_port=edge_port,
-                            worker_web_port=free_port(), admin_key=KEY)
+    edge_port = free_port()
     logs = tmp_path / "logs"
-    sim = Proc("simulator", ["simulate", "--port", str(sim_port), "--seed", "7", "--speed", "60",
-                             "--start", repr(start)], s, logs)
+    s, sim = with_simulator(settings, logs, edge_port=edge_port, worker_web_port=free_port(),
+                            admin_key=KEY)
     worker = Proc("worker", ["worker"], s, logs)
     edge = Proc("edge", ["edge", "--port", str(edge_port)], s, logs)
     base = f"http://127.0.0.1:{edge_port}"
