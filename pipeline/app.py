@@ -109,14 +109,18 @@ class Pipeline:
             raise ValueError(f"role must be one of {', '.join(WORKER_ROLES)}, not {role!r}")
         self.settings = settings
         self.role = role
+        # "pipeline" and "all" run the pollers, normalise and detect (and keep the table);
+        # "sinks" and "all" run the sink agents.
+        runs_pipeline = role != "sinks"
+        runs_sinks = role != "pipeline"
         s = settings
         store = "memory://" if s.store == "memory" else "rocksdb://"
         Path(s.data_dir).mkdir(parents=True, exist_ok=True)
         self.app = App(
-            s.sinks_group_id if role == "sinks" else s.faust_id,
+            s.faust_id if runs_pipeline else s.sinks_group_id,
             broker=s.kafka_url,
             store=store,
-            datadir=str(Path(s.data_dir) / ("sinks" if role == "sinks" else "worker")),
+            datadir=str(Path(s.data_dir) / ("worker" if runs_pipeline else "sinks")),
             topic_partitions=s.partitions,
             topic_replication_factor=s.kafka_replication_factor,
             broker_credentials=faust_credentials(s),
@@ -156,7 +160,7 @@ class Pipeline:
         self.match_deltas = topic(topics.MATCH_DELTAS)
         self.match_snapshots = topic(topics.MATCH_SNAPSHOTS)
         self.dead_letters = topic(topics.DEAD_LETTERS)
-        if role != "sinks":
+        if runs_pipeline:
             self.matches = app.Table(
                 "matches", partitions=s.partitions, key_type=bytes, value_type=bytes,
                 use_partitioner=True,
@@ -169,7 +173,7 @@ class Pipeline:
         self.monitor = Monitor(self)
         app.add_service(self.monitor)
 
-        if role != "sinks":
+        if runs_pipeline:
             app.agent(self.raw_fetches, name="normalise")(self._normalise_agent)
             app.agent(self.match_updates, name="detect")(self._detect_agent)
         if sinks:
@@ -177,10 +181,10 @@ class Pipeline:
 
             self.stores = Stores(settings)
             app.add_service(self.stores)
-            if role != "pipeline":
+            if runs_sinks:
                 app.agent(self.match_snapshots, name="snapshot-sink")(self._snapshot_sink)
                 app.agent(self.match_deltas, name="delta-sink")(self._delta_sink)
-        if poll and role != "sinks":
+        if poll and runs_pipeline:
             from pipeline.poller import Poller
 
             self.poller = Poller(settings, self)
