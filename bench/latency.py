@@ -1,9 +1,12 @@
 """End-to-end latency: raw record → normalise → detect → ``match-deltas`` → edge → SSE / WS client.
 
-A real worker (``bts-guru worker``, sinks included) and a real edge run as processes;
-raw fetches are sent to ``raw-fetches`` at a fixed rate, each changing one match, with
-the send time as ``fetched_at``. The clients (another process, 5 SSE + 5 WebSocket on
-``sport.football``) record arrival time minus ``fetched_at``.
+A real pipeline worker (``bts-guru worker --role pipeline``), its sinks in a worker of
+their own (``--role sinks``, as in the ``pipeline`` benchmark's headline) and a real
+edge run as processes. Raw fetches are sent to ``raw-fetches`` at a fixed rate, each
+changing one match, with the send time as ``fetched_at``, by a producer that lingers
+2 ms as the worker's own pollers do. The clients (another process, 5 SSE + 5 WebSocket
+on ``sport.football``) record arrival time minus ``fetched_at``. The records'
+timestamps on ``match-updates`` and ``match-deltas`` break that time down by stage.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench import common, data
 from bench.common import Row, log
@@ -67,15 +70,61 @@ async def send(producer: AIOKafkaProducer, topic: str, source: Source, rate: flo
     return total
 
 
+async def end_offsets(consumer: AIOKafkaConsumer, topic: str,
+                      partitions: int) -> dict[TopicPartition, int]:
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    return dict(await consumer.end_offsets(tps))
+
+
+async def hop_times(consumer: AIOKafkaConsumer, start: dict[TopicPartition, int],
+                    since: float) -> list[float]:
+    """Record timestamp − ``fetched_at`` (ms) of every record from ``start`` on whose raw
+    fetch was sent at ``since`` or later: when the worker's producer took the update (or
+    delta) of that fetch. The embedded broker reports an end offset inside the last
+    batch, so ``start`` can be a little early: ``since`` leaves those records out."""
+    end = await consumer.end_offsets(list(start))
+    consumer.assign(list(start))
+    for tp, offset in start.items():
+        consumer.seek(tp, offset)
+    out: list[float] = []
+    left = {tp for tp in start if end[tp] > start[tp]}
+    while left:
+        batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+        if not batch:
+            break
+        for tp, records in batch.items():
+            for r in records:
+                fetched_at = codec.loads(r.value)["fetched_at"]
+                if fetched_at >= since:
+                    out.append(r.timestamp - fetched_at * 1000)
+            if records and records[-1].offset + 1 >= end[tp]:
+                left.discard(tp)
+    return out
+
+
+def hops_note(updates: list[float], deltas: list[float], clients: list[float]) -> str:
+    """Where the time goes, as cumulative p50 / p99 from the raw fetch's ``fetched_at``."""
+    parts = []
+    for name, lat in (("update produced", updates), ("delta produced", deltas),
+                      ("at the client", clients)):
+        parts.append(f"{name} {common.fmt(common.pct(lat, 50), 'ms')} / "
+                     f"{common.fmt(common.pct(lat, 99), 'ms')}")
+    return "p50 / p99 from the fetch: " + ", ".join(parts)
+
+
 async def run(env: common.Env, workdir: Path, quick: bool) -> list[Row]:
     seconds = 3.0 if quick else 10.0
     s = env.settings("lat")
     await common.prepare(s, DATA_TOPICS)
-    worker = common.Proc.cli("lat-worker", ["worker"], s, workdir / "logs")
+    worker = common.Proc.cli("lat-worker", ["worker", "--role", "pipeline"], s, workdir / "logs")
+    sinks = common.Proc.cli("lat-sinks", ["worker", "--role", "sinks"], s, workdir / "logs")
     edge, url = common.start_edge(s, workdir / "logs", "lat-edge")
     talker = common.clients_proc("lat-clients", workdir / "logs")
-    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=0)
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=2)
+    reader = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None,
+                              enable_auto_commit=False, fetch_max_wait_ms=10)
     await producer.start()
+    await reader.start()
     topic = s.topic("raw-fetches")
     rows: list[Row] = []
     try:
@@ -92,9 +141,16 @@ async def run(env: common.Env, workdir: Path, quick: bool) -> list[Row]:
                                + worker.log()[-2000:])
         for rate in (100, 1000):
             await talker.ask({"op": "reset"})
+            marks = {name: await end_offsets(reader, s.topic(name), s.partitions)
+                     for name in ("match-updates", "match-deltas")}
+            since = time.time()
             n = await send(producer, topic, source, rate, seconds)
             r = await talker.ask({"op": "wait", "frames": n * 2 * CLIENTS, "timeout": 60, "idle": 5},
                                  timeout=120)
+            hops = hops_note(await hop_times(reader, marks["match-updates"], since),
+                             await hop_times(reader, marks["match-deltas"], since),
+                             [x * 1000 for x in r["lat"]["ws"] + r["lat"]["sse"]])
+            log(f"latency {rate}/s: {hops}")
             for kind, name in (("sse", "SSE"), ("ws", "WebSocket")):
                 lat = [x * 1000 for x in r["lat"][kind]]
                 p50, p99 = common.pct(lat, 50), common.pct(lat, 99)
@@ -104,12 +160,15 @@ async def run(env: common.Env, workdir: Path, quick: bool) -> list[Row]:
                                 "deltas/s: p99", p99, "ms", reference=f"p50 {common.fmt(p50, 'ms')}",
                                 target="≤ 100 ms", ok=None if p99 is None else p99 <= 100 and complete,
                                 note=f"{len(lat):,} of {n * CLIENTS:,} deliveries, "
-                                     f"max {common.fmt(max(lat) if lat else None, 'ms')}"))
+                                     f"max {common.fmt(max(lat) if lat else None, 'ms')}; "
+                                     + hops))
     finally:
+        await reader.stop()
         await producer.stop()
         talker.send({"op": "quit"})
         talker.proc.stop()
         edge.stop()
         worker.stop()
+        sinks.stop()
         await common.cleanup(s)
     return rows

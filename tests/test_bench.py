@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["fanout", "memory"])
+@pytest.mark.parametrize("name", ["fanout", "memory", "latency"])
 def test_streaming_benchmarks_produce_rows(name, tmp_path):
     report = tmp_path / "benchmarks.md"
     out = subprocess.run(
@@ -26,6 +26,12 @@ def test_streaming_benchmarks_produce_rows(name, tmp_path):
     assert "| figure |" in text and "- machine:" in text and "- commit:" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "figure" not in line]
     assert rows and all("n/a" not in r.split("|")[2] for r in rows), text
+    if name == "latency":
+        # each row's note breaks the time down by stage, read back from the topics
+        notes = [line for line in text.splitlines() if line.startswith("- **end-to-end")]
+        assert len(notes) == 4, text
+        assert all("update produced" in n and "delta produced" in n and "n/a" not in n
+                   for n in notes), text
 
 
 def test_plain_loop_reference_counts_updates():
