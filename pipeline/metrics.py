@@ -413,8 +413,12 @@ class Monitor(Service):
         m.lag_total = sum(lag.values())
         # One reading of the assignment for the whole beat: a rebalance may finish while the
         # sample awaits Redis, and the partitions and the targets must describe one moment.
+        # A pipeline worker's partitions are those of its input; a sinks worker reads
+        # the deltas (and the snapshots, partitioned alike).
+        source = topics.MATCH_DELTAS if getattr(self.pipeline, "role", "all") == "sinks" \
+            else topics.RAW_FETCHES
         owned = {tp.partition for tp in self._assignment()
-                 if tp.topic == self.settings.topic(topics.RAW_FETCHES)}
+                 if tp.topic == self.settings.topic(source)}
         poller = getattr(self.pipeline, "poller", None)
         schedule = await self._sample_poller(poller, owned) if poller is not None else {}
         active = await self._active_matches()

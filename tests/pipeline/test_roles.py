@@ -93,6 +93,8 @@ async def test_pipeline_and_sink_workers_apart_store_every_delta(
         assert out.returncode == 0, out.stderr
         doc = json.loads(out.stdout)
         assert sorted(w["role"] for w in doc["workers"]) == ["pipeline", "sinks"]
+        # alone in its group, each worker holds every partition of what it reads
+        assert all(w["partitions"] == list(range(s.partitions)) for w in doc["workers"]), doc
         assert {"raw-fetches", "match-updates", "match-deltas", "match-snapshots"} <= set(doc["lag"])
         text = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "pipeline.cli", "status"],
