@@ -230,6 +230,15 @@ def test_at_least_two_workers_and_two_edges(compose: dict[str, Any]) -> None:
     assert len(_role(compose, "migrate")) == 1
 
 
+def test_the_sinks_run_in_workers_of_their_own(compose: dict[str, Any]) -> None:
+    """Pipeline workers and sink workers, never a sink worker beside an ``all`` worker
+    (both would write every row)."""
+    parser = build_parser()
+    roles = [parser.parse_args(_command(svc)).role for svc in _role(compose, "worker").values()]
+    assert roles.count("pipeline") >= 2 and roles.count("sinks") >= 2, roles
+    assert "all" not in roles, roles
+
+
 def test_processes_share_the_cluster_settings(compose: dict[str, Any]) -> None:
     """Workers and edges must agree on topics, consumer group, partitions, Redis and Postgres."""
     shared = ("kafka_url", "redis_url", "database_url", "topic_prefix", "redis_prefix",
