@@ -99,6 +99,7 @@ async def hop_times(consumer: AIOKafkaConsumer, start: dict[TopicPartition, int]
                     out.append(r.timestamp - fetched_at * 1000)
             if records and records[-1].offset + 1 >= end[tp]:
                 left.discard(tp)
+    consumer.unsubscribe()  # no fetching in the background while the next rate runs
     return out
 
 
