@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import redis.asyncio as aioredis
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from pipeline.settings import Settings
 
@@ -25,6 +25,12 @@ from pipeline.settings import Settings
 #: connection (up to its socket timeout, else 5 s); redis-py's default pool instead fails
 #: every command past 100 at once, which a burst of clients connecting to an edge reaches.
 REDIS_MAX_CONNECTIONS = 64
+
+
+class BlockingSentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Sentinel's pool (the master's address from the Sentinels, rediscovered after a
+    failover) with the waiting of :class:`~redis.asyncio.BlockingConnectionPool`: at most
+    ``max_connections``, and a command past them waits for one to be free."""
 
 
 def redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
@@ -53,7 +59,10 @@ def redis_client(settings: Settings, **options: Any) -> aioredis.Redis:
     sentinel = Sentinel(sentinels, sentinel_kwargs={k: v for k, v in conn.items()
                                                      if k in ("password", "username", "ssl")},
                         **conn)
-    return sentinel.master_for(settings.redis_sentinel_master, redis_class=aioredis.Redis)
+    return sentinel.master_for(settings.redis_sentinel_master, redis_class=aioredis.Redis,
+                               connection_pool_class=BlockingSentinelPool,
+                               max_connections=REDIS_MAX_CONNECTIONS,
+                               timeout=options.get("socket_timeout") or 5)
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
