@@ -20,20 +20,26 @@ async def test_a_burst_of_redis_commands_waits_for_connections_instead_of_failin
                                                                                 redis_client):
     name = f"burst-{uuid.uuid4().hex[:8]}"
     client = redis_client_for(settings, name)
-    key = f"{settings.redis_prefix}nothing"
     try:
-        # each command holds its connection 0.2 s: three times more at once than connections
-        results = await asyncio.gather(*(client.blpop([key], timeout=0.2)
-                                         for _ in range(3 * REDIS_MAX_CONNECTIONS)))
-        assert results == [None] * (3 * REDIS_MAX_CONNECTIONS)
-        clients = [c for c in await redis_client.client_list() if c.get("name") == name]
-        assert 0 < len(clients) <= REDIS_MAX_CONNECTIONS
+        await burst_waits(client, name, settings, redis_client)
     finally:
         await client.aclose()
 
 
 def redis_client_for(settings, name: str):  # the fixture of the same name is a plain client
     return redis_client(settings, socket_timeout=2, client_name=name)
+
+
+async def burst_waits(client, name: str, settings, plain) -> None:
+    """Three times more commands at once than connections, each holding its connection
+    0.2 s: every one succeeds, and ``client`` (named ``name``) never opens more than its
+    cap, as ``plain`` (another client) sees."""
+    key = f"{settings.redis_prefix}nothing"
+    results = await asyncio.gather(*(client.blpop([key], timeout=0.2)
+                                     for _ in range(3 * REDIS_MAX_CONNECTIONS)))
+    assert results == [None] * (3 * REDIS_MAX_CONNECTIONS)
+    clients = [c for c in await plain.client_list() if c.get("name") == name]
+    assert 0 < len(clients) <= REDIS_MAX_CONNECTIONS
 
 
 @pytest.fixture
@@ -72,14 +78,9 @@ async def test_through_sentinel_a_burst_waits_for_connections_too(settings, redi
     s = dataclasses.replace(settings, redis_sentinels=sentinel, redis_sentinel_master="bts")
     name = f"burst-{uuid.uuid4().hex[:8]}"
     client = redis_client_for(s, name)
-    key = f"{settings.redis_prefix}nothing"
     try:
         await client.set(f"{settings.redis_prefix}via-sentinel", "1")
         assert await redis_client.get(f"{settings.redis_prefix}via-sentinel") == b"1"
-        results = await asyncio.gather(*(client.blpop([key], timeout=0.2)
-                                         for _ in range(3 * REDIS_MAX_CONNECTIONS)))
-        assert results == [None] * (3 * REDIS_MAX_CONNECTIONS)
-        clients = [c for c in await redis_client.client_list() if c.get("name") == name]
-        assert 0 < len(clients) <= REDIS_MAX_CONNECTIONS
+        await burst_waits(client, name, settings, redis_client)
     finally:
         await client.aclose()
