@@ -38,7 +38,7 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def _wait_port(name: str, proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float) -> None:
+def wait_port(name: str, proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -96,7 +96,7 @@ def start_broker(log_dir: Path, port: int | None = None) -> Embedded:
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    _wait_port("broker", proc, port, log, 30)
+    wait_port("broker", proc, port, log, 30)
     return Embedded("broker", f"kafka://127.0.0.1:{port}", port, proc, log)
 
 
@@ -117,7 +117,7 @@ def start_redis(data_dir: Path, port: int | None = None) -> Embedded:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
-    _wait_port("redis", proc, port, log, 30)
+    wait_port("redis", proc, port, log, 30)
     return Embedded("redis", f"redis://127.0.0.1:{port}/0", port, proc, log)
 
 
@@ -187,7 +187,7 @@ def start_postgres(data_dir: Path, port: int | None = None) -> Embedded:
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, user=user,
             start_new_session=True,
         )
-    _wait_port("postgres", proc, port, log, 60)
+    wait_port("postgres", proc, port, log, 60)
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     _wait_postgres_ready(url, proc, log)
     return Embedded("postgres", url, port, proc, log, stop_signal=signal.SIGINT)

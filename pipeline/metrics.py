@@ -415,8 +415,8 @@ class Monitor(Service):
         # sample awaits Redis, and the partitions and the targets must describe one moment.
         # A pipeline worker's partitions are those of its input; a sinks worker reads
         # the deltas (and the snapshots, partitioned alike).
-        source = topics.MATCH_DELTAS if getattr(self.pipeline, "role", "all") == "sinks" \
-            else topics.RAW_FETCHES
+        role = getattr(self.pipeline, "role", "all")
+        source = topics.MATCH_DELTAS if role == "sinks" else topics.RAW_FETCHES
         owned = {tp.partition for tp in self._assignment()
                  if tp.topic == self.settings.topic(source)}
         poller = getattr(self.pipeline, "poller", None)
@@ -427,7 +427,7 @@ class Monitor(Service):
             m.recommended.set(recommended_workers(active, self.settings.partitions))
         beat = {
             "id": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
-            "role": getattr(self.pipeline, "role", "all"),
+            "role": role,
             "started": self.started_at, "ts": time.time(), "port": self.port,
             "partitions": sorted(owned),
             "lag": {f"{t.removeprefix(self._topic_prefix)}/{p}": n for (t, p), n in sorted(lag.items())},

