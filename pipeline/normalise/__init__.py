@@ -18,6 +18,10 @@ What a raw fetch becomes:
 - otherwise one Match per ``response[]`` item, and one error per item that cannot be
   read (:class:`UnknownStatus`, :class:`MissingField`, :class:`WrongType`); the other
   items are still normalised.
+
+The body is read with orjson, and with the standard parser where orjson refuses it (NaN,
+a lone surrogate); orjson reads an integer beyond 64 bits as a float, so such a score,
+minute or count is a :class:`WrongType` (and a record could not carry it anyway).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import json
 import math
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from pipeline.normalise import basketball, football, hockey
 from pipeline.normalise.common import ABSENT, ItemNormaliser, Node, NormaliseResult, Source
@@ -102,9 +108,14 @@ def normalise(raw: RawFetch | Mapping[str, Any]) -> NormaliseResult:
     if not isinstance(body, str):
         return fail(WrongType("body is not text", "body"))
     try:
-        envelope = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        return fail(BadPayload(f"body is not JSON: {exc}"))
+        envelope = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # What orjson refuses and the standard parser reads (NaN, a lone surrogate, deep
+        # nesting), or is not JSON at all: the standard parser decides, with its message.
+        try:
+            envelope = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            return fail(BadPayload(f"body is not JSON: {exc}"))
     if not isinstance(envelope, dict):
         return fail(BadPayload("body is not an API-Sports envelope (not an object)"))
     if _failed(envelope.get("errors")):

@@ -38,6 +38,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from pipeline.normalise.common import (
     ON_PHASES,
     Node,
@@ -197,6 +199,35 @@ def _order(value: int | None) -> int:
     return -1 if value is None else value
 
 
+def _first(pair: tuple[bytes, Event]) -> bytes:
+    return pair[0]
+
+
+def _canonical(events: list[Event]) -> list[bytes]:
+    """Each event as JSON with sorted keys, to put the events in a canonical order.
+
+    The order is that of ``json.dumps(e, sort_keys=True, ensure_ascii=False)``, which the
+    ids were first defined by: orjson escapes every character as that does (checked for
+    all of Unicode in the tests), UTF-8 bytes sort as the code points do, and the only
+    other difference, the space after each separator, cannot decide an order (two texts
+    that agree up to a separator both have it). orjson refuses integers beyond 64 bits;
+    those events are ordered by ``json`` itself.
+    """
+    try:
+        return [orjson.dumps(e, option=orjson.OPT_SORT_KEYS) for e in events]
+    except orjson.JSONEncodeError:
+        return [json.dumps(e, sort_keys=True, ensure_ascii=False).encode() for e in events]
+
+
+def _identity(parts: list[str | int | None]) -> bytes:
+    """``json.dumps(parts, ensure_ascii=False)`` as UTF-8, for a flat list of strings,
+    integers and nulls, without building an encoder per event."""
+    try:
+        return b"[" + b", ".join([orjson.dumps(p) for p in parts]) + b"]"
+    except orjson.JSONEncodeError:
+        return json.dumps(parts, ensure_ascii=False).encode()
+
+
 def _events(items: list[Any], path: str, sides: dict[str, str]) -> list[Event]:
     staged: list[Event] = []
     for i, raw in enumerate(items):
@@ -211,18 +242,16 @@ def _events(items: list[Any], path: str, sides: dict[str, str]) -> list[Event]:
             player=_ref(node.opt_obj("player")), assist=_ref(node.opt_obj("assist")),
             detail=detail, comments=comments,
         ))
-    staged.sort(key=lambda e: json.dumps(e, sort_keys=True, ensure_ascii=False))
-    seen: dict[str, int] = {}
+    staged = [e for _, e in sorted(zip(_canonical(staged), staged), key=_first)]
+    seen: dict[bytes, int] = {}
     for event in staged:
         who = event["player"]
-        identity = json.dumps(
+        identity = _identity(
             [event["type"], event["detail"], event["minute"], event["extra"], event["team"],
-             (who["id"] if who["id"] is not None else who["name"]) if who else None],
-            ensure_ascii=False,
-        )
+             (who["id"] if who["id"] is not None else who["name"]) if who else None])
         n = seen.get(identity, 0)
         seen[identity] = n + 1
-        digest = hashlib.blake2b(f"{identity}#{n}".encode(), digest_size=8)
+        digest = hashlib.blake2b(b"%s#%d" % (identity, n), digest_size=8)
         event["id"] = digest.hexdigest()
     staged.sort(key=lambda e: (_order(e["minute"]), _order(e["extra"]), e["id"]))
     return staged

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import hashlib
 import json
 import random
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,7 @@ from pipeline.normalise import (
     WrongType,
     normalise,
 )
+from pipeline.normalise import football
 from pipeline.simulator.model import ManualClock, World
 from tables.records import PHASES, FetchError, RawFetch
 from tables.schema_check import validate
@@ -201,6 +204,63 @@ def test_exact_duplicate_events_keep_unique_ids(pen_body: dict[str, Any]) -> Non
     reordered = copy.deepcopy(item)
     reordered["events"].reverse()
     assert only_match(with_item(pen_body, 0, reordered))["events"] == m["events"]
+
+
+def _by_their_definition(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Events with ids as first defined: ordered by their ``json.dumps`` text with sorted
+    keys, each given a BLAKE2b hash of its ``json.dumps`` identity and the occurrence of
+    that identity, then put in (minute, extra, id) order."""
+    staged = sorted(events, key=lambda e: json.dumps(e, sort_keys=True, ensure_ascii=False))
+    seen: dict[str, int] = {}
+    out = []
+    for e in staged:
+        who = e["player"]
+        identity = json.dumps(
+            [e["type"], e["detail"], e["minute"], e["extra"], e["team"],
+             (who["id"] if who["id"] is not None else who["name"]) if who else None],
+            ensure_ascii=False)
+        n = seen.get(identity, 0)
+        seen[identity] = n + 1
+        out.append(dict(e, id=hashlib.blake2b(f"{identity}#{n}".encode(), digest_size=8).hexdigest()))
+
+    def order(v: int | None) -> int:
+        return -1 if v is None else v
+
+    return sorted(out, key=lambda e: (order(e["minute"]), order(e["extra"]), e["id"]))
+
+
+def test_orjson_escapes_every_character_as_json_does() -> None:
+    # The canonical order of events is computed with orjson and defined by json.dumps.
+    text = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    assert orjson.dumps(text) == json.dumps(text, ensure_ascii=False).encode()
+    for c in range(0x20):
+        assert orjson.dumps(chr(c)) == json.dumps(chr(c)).encode()
+
+
+tricky_text = st.one_of(st.none(), st.sampled_from(['a', 'a"', 'a\\', 'a, b', 'a: b', ' ', 'é', '\u2028',
+                                                    '\x01', '"', ',', ':']), st.text(max_size=4))
+tricky_event = st.fixed_dictionaries({
+    # few values, so that events share an identity and differ elsewhere (their order
+    # then decides which is the first occurrence)
+    "time": st.fixed_dictionaries({"elapsed": st.sampled_from([None, 1, 2]),
+                                   "extra": st.sampled_from([None, 1, 2**70])}),
+    "team": st.fixed_dictionaries({"id": st.sampled_from([529, 530, 1])}),
+    "player": st.fixed_dictionaries({"id": st.sampled_from([None, 1, 2]),
+                                     "name": st.sampled_from([None, "a", 'a"b'])}),
+    "assist": st.fixed_dictionaries({"id": st.one_of(st.none(), st.integers(1, 3)),
+                                     "name": tricky_text}),
+    "type": st.sampled_from(["Goal", "Card"]),
+    "detail": tricky_text, "comments": tricky_text,
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw_events=st.lists(tricky_event, max_size=8).flatmap(
+    lambda evs: st.just(evs + evs[:2])))  # exact repeats too
+def test_event_ids_follow_their_json_definition(raw_events: list[dict[str, Any]]) -> None:
+    events = football._events(raw_events, "events", {"529": "home", "530": "away"})
+    assert events == _by_their_definition([dict(e, id="") for e in events])
+    assert len({e["id"] for e in events}) == len(events)
 
 
 def test_event_type_mapping(pen_body: dict[str, Any]) -> None:
@@ -440,6 +500,25 @@ def test_negative_scores_are_rejected(league_body: dict[str, Any]) -> None:
     assert len(result.matches) == 69
     assert [(type(e), e.path) for e in result.errors] == [
         (WrongType, "response[0].goals.away"), (WrongType, "response[1].score.penalty.home")]
+
+
+def test_an_integer_beyond_64_bits_is_a_wrong_type(league_body: dict[str, Any]) -> None:
+    body = copy.deepcopy(league_body)
+    body["response"][0]["goals"]["home"] = 2**70
+    result = normalise(fetch(body))
+    assert len(result.matches) == 70
+    assert [(type(e), e.path) for e in result.errors] == [(WrongType, "response[0].goals.home")]
+
+
+def test_a_body_orjson_refuses_is_read_by_the_standard_parser(league_body: dict[str, Any]) -> None:
+    text = json.dumps(league_body)
+    assert text.count('"paging": {') == 1
+    with_nan = text.replace('"paging": {', '"paging": {"ratio": NaN, ', 1)
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(with_nan)
+    result = normalise(fetch(with_nan))
+    assert result.errors == [] and len(result.matches) == 71
+    assert result.matches == normalise(fetch(text)).matches
 
 
 def test_every_match_and_dead_letter_fits_the_published_schemas(
