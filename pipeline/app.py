@@ -218,9 +218,21 @@ class Pipeline:
             return
         result = normalise(raw)  # type: ignore[arg-type]
         for match in result.matches:
+            try:
+                encoded = codec.dumps(match)
+            except codec.EncodeError as exc:
+                # What a provider's JSON can hold and a record cannot (a lone surrogate, an
+                # integer beyond 64 bits): the match goes to the dead letters, not the stream.
+                self.counters["dead"] += 1
+                body = raw.get("body")
+                outbox.add(self.dead_letters, None, codec.dumps(dead_letter(
+                    "normalise", f"cannot encode match {match['id']}: {exc}", type(exc).__name__,
+                    body if isinstance(body, str) else value, provider=raw.get("provider"),
+                    sport=raw.get("sport"), endpoint=raw.get("endpoint"))))
+                continue
             self.counters["updates"] += 1
             self.monitor.metrics.match_seen(match)
-            outbox.add(self.match_updates, match["id"].encode(), codec.dumps(match))
+            outbox.add(self.match_updates, match["id"].encode(), encoded)
         for error in result.errors:
             self.counters["dead"] += 1
             outbox.add(self.dead_letters, None, codec.dumps(error.to_dead_letter(raw)))

@@ -7,6 +7,9 @@ from typing import Any
 import orjson
 
 DecodeError = orjson.JSONDecodeError
+#: Raised by :func:`dumps` for what a record cannot carry: an integer beyond 64 bits, a
+#: string with a lone surrogate, an object of another type (orjson's ``TypeError``).
+EncodeError = orjson.JSONEncodeError
 
 
 def dumps(value: Any) -> bytes:
