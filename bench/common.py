@@ -250,6 +250,11 @@ class Proc:
     def rss(self) -> int:
         return psutil.Process(self.pid).memory_info().rss
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, every thread) the process has used so far."""
+        times = psutil.Process(self.pid).cpu_times()
+        return times.user + times.system
+
     def stop(self, timeout: float = 15.0) -> None:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):

@@ -126,6 +126,8 @@ async def through_workers(env: common.Env, workdir: Path, name: str, workers: in
         # let the group settle: later workers join and take partitions over
         await asyncio.sleep(2.0 if workers == 1 else 15.0)
         target = warm_deltas + expected
+        pipeline_procs = procs[:workers]
+        cpu0 = sum(p.cpu_seconds() for p in pipeline_procs)
         t0 = time.perf_counter()
         futs = [await producer.send(topic, value, key=key) for key, value in records[warm:]]
         await producer.flush()
@@ -143,8 +145,12 @@ async def through_workers(env: common.Env, workdir: Path, name: str, workers: in
                 break
         del futs
         elapsed = last - t0
+        # CPU the pipeline worker(s) used: it moves far less than their throughput when
+        # the machine's speed or the other processes' load changes from run to run
+        cpu = sum(p.cpu_seconds() for p in pipeline_procs) - cpu0
         note = (f"{updates:,} updates, {seen - warm_deltas:,} of {expected:,} deltas, "
-                f"sent in {sent:.1f} s, done in {elapsed:.1f} s")
+                f"sent in {sent:.1f} s, done in {elapsed:.1f} s, pipeline worker CPU "
+                f"{cpu:.1f} s ({cpu / updates * 1e6:,.0f} µs per update)")
         if seen < target:
             return None, note + " (incomplete)"
         # the sinks' share of the run: when Postgres held every delta (a delta read twice
