@@ -18,6 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from pipeline.simulator.model import envelope
 from tables import codec
 from tables.migrate import migrate
 from tests.conftest import SAMPLES
@@ -35,9 +36,8 @@ def raw_fetch(body: str) -> bytes:
     })
 
 
-def envelope(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"get": "fixtures", "parameters": {"ids": "1"}, "errors": [], "results": len(items),
-            "paging": {"current": 1, "total": 1}, "response": items}
+def body(items: list[dict[str, Any]]) -> str:
+    return json.dumps(envelope("football", "fixtures", {"ids": "1"}, None, items))
 
 
 async def test_a_match_no_record_can_carry_becomes_a_dead_letter(settings, pg, tmp_path) -> None:
@@ -51,15 +51,14 @@ async def test_a_match_no_record_can_carry_becomes_a_dead_letter(settings, pg, t
     surrogate["teams"]["home"]["name"] = "\ud800"  # json.dumps writes it as \\ud800
     huge = copy.deepcopy(other)
     huge["goals"]["home"] = 2**70
-    bodies = [json.dumps(envelope([surrogate])), json.dumps(envelope([huge])),
-              json.dumps(envelope([good]))]
+    bodies = [body([surrogate]), body([huge]), body([good])]
     try:
         await wait_http(f"http://127.0.0.1:{web_port}/healthz", worker)
         producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
         await producer.start()
         try:
-            for body in bodies:  # one key, one partition: the good one comes last
-                await producer.send(s.topic("raw-fetches"), raw_fetch(body), key=b"football:ids")
+            for text in bodies:  # one key, one partition: the good one comes last
+                await producer.send(s.topic("raw-fetches"), raw_fetch(text), key=b"football:ids")
             await producer.flush()
         finally:
             await producer.stop()
