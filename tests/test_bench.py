@@ -29,7 +29,7 @@ def test_streaming_benchmarks_produce_rows(name, tmp_path):
     if name == "latency":
         # each row's note breaks the time down by stage, read back from the topics
         notes = [line for line in text.splitlines() if line.startswith("- **end-to-end")]
-        assert len(notes) == 4, text
+        assert len(notes) == 6, text
         assert all("update produced" in n and "delta produced" in n and "n/a" not in n
                    for n in notes), text
 
