@@ -143,7 +143,9 @@ class Pipeline:
             producer_partitioner=KeyPartitioner(),
             table_cleanup_interval=60.0,
         )
-        self.app.fetch_wait_ms = s.fetch_wait_ms
+        # A sink worker's hop is on no one's path to a client (the edge reads the deltas
+        # itself), so it polls the broker less often.
+        self.app.fetch_wait_ms = s.fetch_wait_ms if runs_pipeline else s.sinks_fetch_wait_ms
         self.app.kafka_bootstrap = s.kafka_bootstrap
         self.app.kafka_options = aiokafka_options(s)
         app = self.app

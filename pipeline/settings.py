@@ -146,6 +146,9 @@ class Settings:
     partitions: int = 8
     #: How long the broker may hold a fetch when no data is ready (ms).
     fetch_wait_ms: int = 10
+    #: The same for a ``--role sinks`` worker: nothing waits on its hop, so its fetches
+    #: can wait longer, and a broker then answers fewer of them.
+    sinks_fetch_wait_ms: int = 100
     edge_host: str = "127.0.0.1"
     edge_port: int = 8000
     #: Seconds between the heartbeats every stream gets (SSE comment, WebSocket ping).
@@ -215,6 +218,7 @@ class Settings:
             app_id=_name(e, "BTS_APP_ID", cls.app_id),
             partitions=_int(e, "BTS_PARTITIONS", cls.partitions, 1, 1024),
             fetch_wait_ms=_int(e, "KAFKA_FETCH_WAIT_MS", cls.fetch_wait_ms, 0, 60_000),
+            sinks_fetch_wait_ms=_int(e, "SINKS_FETCH_WAIT_MS", cls.sinks_fetch_wait_ms, 0, 60_000),
             edge_host=e.get("EDGE_HOST", cls.edge_host) or cls.edge_host,
             edge_port=_int(e, "EDGE_PORT", cls.edge_port, 0, 65535),
             edge_heartbeat=_int(e, "EDGE_HEARTBEAT_SECONDS", cls.edge_heartbeat, 1, 300),
@@ -295,6 +299,7 @@ class Settings:
             "BTS_APP_ID": self.app_id,
             "BTS_PARTITIONS": str(self.partitions),
             "KAFKA_FETCH_WAIT_MS": str(self.fetch_wait_ms),
+            "SINKS_FETCH_WAIT_MS": str(self.sinks_fetch_wait_ms),
             "EDGE_HOST": self.edge_host,
             "EDGE_PORT": str(self.edge_port),
             "EDGE_HEARTBEAT_SECONDS": str(self.edge_heartbeat),

@@ -29,6 +29,8 @@ def test_values_are_read_from_the_environment():
         ("PROVIDER_CLOCK_SPEED", "-1"),
         ("BTS_STORE", "sqlite"),
         ("BTS_TOPIC_PREFIX", "has space"),
+        ("SINKS_FETCH_WAIT_MS", "-1"),
+        ("SINKS_FETCH_WAIT_MS", "soon"),
     ],
 )
 def test_a_malformed_value_names_its_variable(name, value):
@@ -39,5 +41,7 @@ def test_a_malformed_value_names_its_variable(name, value):
 
 
 def test_env_round_trips():
-    s = Settings.from_env({"BTS_TOPIC_PREFIX": "p-", "BTS_PARTITIONS": "3", "PROVIDER_CLOCK_SPEED": "2.5"})
+    s = Settings.from_env({"BTS_TOPIC_PREFIX": "p-", "BTS_PARTITIONS": "3", "PROVIDER_CLOCK_SPEED": "2.5",
+                           "SINKS_FETCH_WAIT_MS": "250"})
+    assert s.sinks_fetch_wait_ms == 250
     assert Settings.from_env(s.env()) == s

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -295,3 +296,15 @@ async def test_an_outbox_keeps_its_topics_in_the_producers_metadata(settings: Se
         client.add_topic(settings.topic("dead-letters"))
         await client.force_metadata_update()  # now only the tracked topics
         assert topic in client.cluster.topics()
+
+
+@pytest.mark.parametrize("role", ["all", "pipeline", "sinks"])
+async def test_a_worker_consumer_fetches_with_its_roles_wait(settings: Settings, role: str) -> None:
+    settings = dataclasses.replace(settings, fetch_wait_ms=10, sinks_fetch_wait_ms=250)
+    consumer = Pipeline(settings, poll=False, role=role).app.consumer
+    thread = _ConsumerThread(consumer)
+    client = thread._create_worker_consumer(consumer.transport)
+    try:
+        assert client._fetch_max_wait_ms == (250 if role == "sinks" else 10)
+    finally:
+        await client.stop()
