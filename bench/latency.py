@@ -2,12 +2,13 @@
 
 A real pipeline worker (``bts-guru worker --role pipeline``), its sinks in a worker of
 their own (``--role sinks``, as in the ``pipeline`` benchmark's headline) and a real
-edge run as processes. Raw fetches are sent to ``raw-fetches`` at a fixed rate of deltas,
-each fetch changing one match (at 100 and 1,000 deltas/s) or 20 (at 1,000 deltas/s
-again, as the pollers' calls carry them), with the send time as ``fetched_at``, by a
-producer that lingers 2 ms as the worker's own pollers do. The clients (another process, 5 SSE + 5 WebSocket
-on ``sport.football``) record arrival time minus ``fetched_at``. The records'
-timestamps on ``match-updates`` and ``match-deltas`` break that time down by stage.
+edge run as processes. Raw fetches are sent to ``raw-fetches`` at a fixed rate of
+deltas, each fetch changing one match (at 100 and 1,000 deltas/s) or 20 (at 1,000
+deltas/s again, as the pollers' calls carry them), with the send time as
+``fetched_at``, by a producer that lingers 2 ms as the worker's own pollers do. The
+clients (another process, 5 SSE + 5 WebSocket on ``sport.football``) record arrival
+time minus ``fetched_at``. The records' timestamps on ``match-updates`` and
+``match-deltas`` break that time down by stage.
 """
 
 from __future__ import annotations
